@@ -56,7 +56,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = str(e).splitlines()
-        culprit = next((ln.strip() for ln in lines if 'Unsupported' in ln), lines[0] if lines else '')
+        culprit = next((ln.strip() for ln in lines if 'nsupported' in ln), lines[0] if lines else '')
         raise UnsafeCheckpointError(
             f'{path}: refused to unpickle: it contains objects outside the allow-list of checkpoint types, and '
             f'loading it could run code ({culprit[:300]}). If you trust where this file comes from, '

@@ -38,7 +38,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating $VENV with $PY_BIN"
   "$PY_BIN" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+PIP=(pip_quiet "$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip repeats a warning per package for this machine's file:// extra indexes that lack it: noise, not news.
+pip_quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; }; }
 
 say "build prerequisites and torch"
 "${PIP[@]}" install -q "$(pin setuptools)" "$(pin wheel)" "$(pin ninja)" "$(pin psutil)" "$(pin packaging)" \

@@ -1,0 +1,154 @@
+"""The stack's compiled ops, the checkpoint allow-list and atomic saving."""
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import backbones  # noqa: F401  (installs safe loading / atomic saving)
+from backbones.checkpoint_io import UnsafeCheckpointError, atomic_torch_save, safe_torch_load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_nms_keeps_hand_computed_indices():
+    from mmcv.ops import nms
+
+    # IoU(0,1) = 81/119 = 0.68 > 0.5 -> 1 suppressed; IoU(0,2) = 0; IoU(2,3) = 50/150 = 0.33 < 0.5 -> 3 kept;
+    # box 4 is identical to 2 -> suppressed. Kept in score order: 0 (0.9), 2 (0.8), 3 (0.6).
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [25, 20, 35, 30], [20, 20, 30, 30]],
+                         dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.7, 0.8, 0.6, 0.5])
+    dets, keep = nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 2, 3]
+    assert torch.allclose(dets[:, 4], torch.tensor([0.9, 0.8, 0.6]))
+
+
+def test_roi_align_on_constant_map_returns_constant():
+    from mmcv.ops import RoIAlign
+
+    feats = torch.full((2, 3, 16, 16), 2.5)
+    rois = torch.tensor([[0, 1.0, 1.0, 9.0, 7.0], [1, 0.5, 3.0, 14.0, 15.0]])
+    out = RoIAlign((7, 7), spatial_scale=1.0, sampling_ratio=2, aligned=True)(feats, rois)
+    assert out.shape == (2, 3, 7, 7)
+    assert torch.allclose(out, torch.full_like(out, 2.5))
+
+
+def _runner(work_dir: Path, max_iters: int, resume: bool = False):
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 1)
+
+        def forward(self, inputs, target, mode='loss'):
+            pred = self.fc(inputs).squeeze(-1)  # default_collate stacked the batch
+            return {"loss": ((pred - target) ** 2).mean()}
+
+    g = torch.Generator().manual_seed(0)
+    data = [dict(inputs=torch.randn(4, generator=g), target=torch.randn((), generator=g)) for _ in range(16)]
+    return Runner(
+        model=Toy(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=True), batch_size=4,
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4)],
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        resume=resume, randomness=dict(seed=0), experiment_name='toy')
+
+
+def test_runner_checkpoint_loads_with_weights_only_and_resumes(tmp_path):
+    runner = _runner(tmp_path, max_iters=4)
+    runner.train()
+    ckpt = tmp_path / 'iter_4.pth'
+    assert ckpt.is_file() and (tmp_path / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
+    # The raw file holds the resume state, including mmengine's non-tensor objects...
+    obj = torch.load(ckpt, weights_only=True)  # default protection, only our allow-list added
+    assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(obj)
+    assert type(obj['message_hub']['log_scalars']['train/loss']).__name__ == 'HistoryBuffer'
+    # ...and mmengine's own resume path goes through the safe loader.
+    resumed = _runner(tmp_path, max_iters=6, resume=True)
+    resumed.train()
+    assert resumed.iter == 6
+    assert (tmp_path / 'iter_6.pth').is_file()
+
+
+class _Pwn:
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.target}',))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / 'pwned'
+    bad = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'payload': _Pwn(str(marker))}, bad)
+    with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*refused.*allow-list.*posix\.system'):
+        safe_torch_load(bad)
+    from mmengine.runner import CheckpointLoader
+
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+        CheckpointLoader.load_checkpoint(str(bad), map_location='cpu')
+    assert not marker.exists()
+
+
+def test_plain_pickle_file_is_refused(tmp_path):
+    bad = tmp_path / 'plain.pkl'
+    marker = tmp_path / 'pwned'
+    bad.write_bytes(pickle.dumps(_Pwn(str(marker))))
+    with pytest.raises(Exception, match='plain.pkl'):
+        safe_torch_load(bad)
+    assert not marker.exists()
+
+
+def test_truncated_and_missing_checkpoints_name_the_file(tmp_path):
+    good = tmp_path / 'good.pth'
+    atomic_torch_save({'w': torch.arange(1000.0)}, good)
+    trunc = tmp_path / 'trunc.pth'
+    trunc.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(RuntimeError, match=r'trunc\.pth.*truncated or corrupt'):
+        safe_torch_load(trunc)
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        safe_torch_load(tmp_path / 'nope.pth')
+
+
+def test_atomic_save_leaves_old_file_when_killed_mid_write(tmp_path):
+    target = tmp_path / 'ckpt.pth'
+    atomic_torch_save({'v': torch.zeros(3)}, target)
+    # A child process starts a large atomic save and is killed while writing.
+    script = (
+        'import os, signal, torch, backbones.checkpoint_io as c\n'
+        'def die(fd): os.kill(os.getpid(), signal.SIGKILL)\n'
+        'c.os.fsync = die\n'
+        f'c.atomic_torch_save({{"v": torch.ones(3)}}, {str(target)!r})\n')
+    proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert proc.returncode == -9
+    assert torch.equal(safe_torch_load(target)['v'], torch.zeros(3))
+    # What the killed writer left is a hidden temporary file, never something that looks like a checkpoint.
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['ckpt.pth']
+
+
+def test_mmengine_saving_is_atomic(tmp_path):
+    from mmengine.fileio import get_file_backend
+
+    from backbones.checkpoint_io import AtomicLocalBackend
+
+    assert isinstance(get_file_backend(str(tmp_path / 'x.pth')), AtomicLocalBackend)
+    state = copy.deepcopy({'w': torch.ones(2)})
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    save_checkpoint(state, str(tmp_path / 'x.pth'))
+    assert torch.equal(safe_torch_load(tmp_path / 'x.pth')['w'], torch.ones(2))
