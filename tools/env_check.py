@@ -1,4 +1,4 @@
-"""What a user runs when something is off (`make doctor`): versions, compiled ops, devices, and the fix for each failure.
+"""What a user runs when something is off (`make doctor`): versions, compiled ops, devices, the fix for each failure.
 
 Exit code 0 when everything the suite needs works, 1 otherwise. `--json FILE` also writes the report as JSON.
 """
@@ -10,7 +10,11 @@ import json
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
+
+# mmengine imports pkg_resources; its deprecation notice is not something the user can act on.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 ROOT = Path(__file__).resolve().parents[1]
 REINSTALL = 'rm -f .venv/.sdae-install-stamp && make install'
@@ -55,7 +59,7 @@ def check_mmcv_ops() -> tuple[bool, str, str]:
         return ok, 'nms, RoIAlign: ok' if ok else 'ops load but give wrong results', '' if ok else REINSTALL
     except Exception as e:
         return False, f'{type(e).__name__}: {e}', (
-            'mmcv was installed without its compiled ops (e.g. `pip install mmcv` from a wheel-less index or mmcv-lite). '
+            'mmcv was installed without its compiled ops (e.g. a `pip install mmcv` that fell back to mmcv-lite). '
             f'Fix: .venv/bin/python -m pip uninstall -y mmcv && {REINSTALL}   (builds mmcv 2.1.0 with MMCV_WITH_OPS=1)')
 
 

@@ -1,7 +1,7 @@
 """The whole benchmark as one resumable pipeline: data -> pretrain SdAE & MAE -> export -> fine-tune det & seg from each
 init (SdAE, MAE, random) -> test -> report.
 
-    python tools/run_benchmark.py --preset demo                      # what `make demo` runs (embedded data, 2 CPU cores)
+    python tools/run_benchmark.py --preset demo                      # what `make demo` runs (embedded data, CPU)
     python tools/run_benchmark.py --preset demo-long                 # longer embedded budget, 2 seeds
     python tools/run_benchmark.py --preset full --gpus 8 \\
         --imagenet data/imagenet/train --coco data/coco --ade data/ade/ADEChallengeData2016
@@ -48,7 +48,8 @@ class Preset:
     seg_opts: tuple[str, ...] = ()
 
 
-DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p16_demo.py', 'mae': 'pretrain/configs/mae_vit-tiny-p16_demo.py'}
+DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p16_demo.py',
+                 'mae': 'pretrain/configs/mae_vit-tiny-p16_demo.py'}
 PRESETS: dict[str, Preset] = {
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py',
@@ -97,9 +98,8 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         if method not in preset.inits:
             continue
         wd = work / f'pretrain_{method}'
-        data_opt = [] if preset.demo_data else [f'train_dataloader.dataset.data_root={args.imagenet}']
-        if preset.demo_data:
-            data_opt = [f'train_dataloader.dataset.data_root={args.data_root / "pretrain" / "train"}']
+        pool = args.data_root / 'pretrain' / 'train' if preset.demo_data else args.imagenet
+        data_opt = [f'train_dataloader.dataset.data_root={pool}']
         stages.append(Stage(f'pretrain-{method}', ['bash', 'tools/pretrain.sh', cfg, gpus, '--work-dir', str(wd),
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
                             est['pretrain']))

@@ -1,0 +1,66 @@
+"""Layer-wise learning-rate decay for any model whose backbone can say how deep a parameter is.
+
+mmseg's ``LayerDecayOptimizerConstructor`` picks its rule from the backbone CLASS NAME and parses ``backbone.layers.N``
+only; mmdet's ViTDet parses ``blocks.N``. Here the model is asked instead: the first module (the model itself or a
+submodule, e.g. ``backbone``) with ``get_layer_depth(name) -> (depth, num_layers)`` decides, so any backbone that
+implements it gets layer decay. Parameters outside that module (neck, heads) get the full learning rate.
+
+lr of a parameter at depth d = base_lr * decay ** (num_layers - 1 - d): with the ViT's convention (embeddings 0,
+block i -> i + 1, rest L + 1; num_layers = L + 2) that is decay ** (L + 1 - d).
+No weight decay on norms and biases (ndim <= 1) and on the names the module lists in ``no_weight_decay()``
+(pos_embed, cls_token, relative position tables).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mmengine.logging import print_log
+from mmengine.optim import DefaultOptimWrapperConstructor
+from torch import nn
+
+
+def find_depth_module(model: nn.Module) -> tuple[str, nn.Module]:
+    """(prefix, module) of the outermost module exposing ``get_layer_depth``."""
+    for name, m in model.named_modules():
+        if callable(getattr(m, 'get_layer_depth', None)):
+            return name, m
+    raise TypeError(f'layer-wise lr decay needs a module with get_layer_depth(param_name) -> (depth, num_layers); '
+                    f'{type(model).__name__} has none. Use a backbone that implements it (e.g. SdAEViT), or drop '
+                    f"constructor='LayerDecayConstructor' from optim_wrapper.")
+
+
+class LayerDecayConstructor(DefaultOptimWrapperConstructor):
+    """``optim_wrapper=dict(constructor='LayerDecayConstructor', paramwise_cfg=dict(layer_decay_rate=0.65), ...)``."""
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None):
+        # The default constructor skips add_params when paramwise_cfg is empty; layer decay always needs it.
+        super().__init__(optim_wrapper_cfg, dict(paramwise_cfg or {}) or dict(layer_decay_rate=1.0))
+
+    def add_params(self, params: list[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
+        decay = float(self.paramwise_cfg.get('layer_decay_rate', 1.0))
+        base_lr, base_wd = self.base_lr, self.base_wd or 0.0
+        root, depth_module = find_depth_module(module)
+        depth_of: Callable[[str], tuple[int, int]] = depth_module.get_layer_depth
+        no_wd_names = set(getattr(depth_module, 'no_weight_decay', lambda: set())())
+        _, num_layers = depth_of('')
+        groups: dict[tuple[int, bool], dict] = {}
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue  # frozen stages
+            inside = root == '' or name.startswith(root + '.')
+            local = name[len(root) + 1:] if root and inside else name
+            depth = depth_of(local)[0] if inside else num_layers - 1
+            no_wd = param.ndim <= 1 or name.endswith('.bias') or (inside and local in no_wd_names)
+            key = (depth, no_wd)
+            if key not in groups:
+                scale = decay ** (num_layers - 1 - depth)
+                groups[key] = dict(params=[], lr=base_lr * scale, lr_scale=scale, layer_depth=depth,
+                                   weight_decay=0.0 if no_wd else base_wd, param_names=[])
+            groups[key]['params'].append(param)
+            groups[key]['param_names'].append(name)
+        params.extend(groups[k] for k in sorted(groups))
+        print_log(f'layer-wise lr decay {decay} over {num_layers} depths of {root or type(module).__name__} '
+                  f'(base lr {base_lr:g}, wd {base_wd:g}): {len(groups)} parameter groups, lr scale '
+                  f'{min(g["lr_scale"] for g in groups.values()):.4g} .. 1; no weight decay on '
+                  f'{sum(len(g["params"]) for g in groups.values() if g["weight_decay"] == 0)} tensors '
+                  f'(norms, biases, {", ".join(sorted(no_wd_names)[:4])}...)', logger='current')

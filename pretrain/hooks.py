@@ -1,0 +1,250 @@
+"""mmengine hooks of pretraining: EMA teacher, exact-resume RNG state, checkpoint provenance, skipped images."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from backbones.checkpoint_io import atomic_write_bytes
+
+from .data import list_images
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def cosine_momentum(step: int, total: int, start: float, end: float) -> float:
+    """DINO's cosine schedule: ``start`` at step 0, rising towards ``end`` as step -> total."""
+    return end - (end - start) * (math.cos(math.pi * step / total) + 1) / 2
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter (DINO / official SdAE)."""
+    t = list(teacher.parameters())
+    s = [p.detach() for p in student.parameters()]
+    torch._foreach_mul_(t, momentum)
+    torch._foreach_add_(t, s, alpha=1 - momentum)
+
+
+@HOOKS.register_module()
+class EMATeacherHook(Hook):
+    """Updates ``model.teacher`` from ``model.encoder`` by EMA with a cosine momentum schedule.
+
+    by_epoch=True (official SdAE): once at the end of each epoch, momentum from the epoch index over max_epochs.
+    by_epoch=False: after every iteration, from the iteration index over max_iters (needs a momentum closer to 1).
+    The momentum is a function of the runner's position only and the teacher lives in the model's state_dict, so a
+    resumed run continues the schedule exactly. Runs before CheckpointHook: a checkpoint holds the updated teacher.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, momentum: float = 0.96, end_momentum: float = 0.99, by_epoch: bool = True):
+        self.momentum, self.end_momentum, self.by_epoch = momentum, end_momentum, by_epoch
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        if getattr(model, 'teacher', None) is None:
+            runner.logger.info('EMATeacherHook: the model has no teacher (objective mae): nothing to update')
+            return
+        names_t = [n for n, _ in model.teacher.named_parameters()]
+        names_s = [n for n, _ in model.encoder.named_parameters()]
+        assert names_t == names_s, 'teacher and student encoder must have the same parameters in the same order'
+
+    def _update(self, runner, step: int, total: int) -> None:
+        model = unwrap(runner.model)
+        if getattr(model, 'teacher', None) is None:
+            return
+        m = cosine_momentum(step, total, self.momentum, self.end_momentum)
+        ema_update(model.teacher, model.encoder, m)
+        runner.message_hub.update_scalar('train/ema_momentum', m)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.by_epoch:
+            self._update(runner, runner.iter, runner.max_iters)
+
+    def after_train_epoch(self, runner) -> None:
+        if self.by_epoch:
+            self._update(runner, runner.epoch, runner.max_epochs)
+            runner.logger.info(f'EMA teacher updated at the end of epoch {runner.epoch + 1} with momentum '
+                               f'{runner.message_hub.get_scalar("train/ema_momentum").current():.5f}')
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
+                 numpy=(np_state[0], np_state[1].tolist(), *np_state[2:]))
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state['torch'])
+    random.setstate(state['python'])
+    kind, keys, *rest = state['numpy']
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Saves every rank's torch / numpy / python (and CUDA) RNG state with each end-of-epoch checkpoint and restores it
+    on resume, so masking, drop path, data-worker seeds and augmentation continue exactly as without interruption.
+
+    The states are gathered at the end of the epoch on all ranks (the checkpoint itself is written by rank 0 only) and
+    restored in ``before_train``, after mmengine's resume has finished re-seeding.
+    """
+
+    priority = 'LOW'  # after the other end-of-epoch hooks, before CheckpointHook (VERY_LOW)
+
+    def __init__(self):
+        self._gathered: list | None = None
+        self._resume: list | None = None
+
+    def after_train_epoch(self, runner) -> None:
+        self._gathered = all_gather_object(_rng_state())
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._gathered is not None:
+            checkpoint['rng_states'] = self._gathered
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._resume = checkpoint.get('rng_states')
+
+    def before_train(self, runner) -> None:
+        if self._resume is None:
+            return
+        if len(self._resume) != get_world_size():
+            runner.logger.warning(f'RNG states not restored: the checkpoint was written by {len(self._resume)} '
+                                  f'processes, this run has {get_world_size()}; training continues, not bit-exactly')
+        else:
+            _set_rng_state(self._resume[get_rank()])
+            runner.logger.info('restored the RNG states of the interrupted run')
+        self._resume = None
+
+
+def git_commit(path: str | Path = Path(__file__).parent) -> str:
+    """HEAD commit of the repository holding ``path``, with '+dirty' for uncommitted changes; 'unknown' outside git."""
+    try:
+        run = lambda *a: subprocess.run(['git', *a], cwd=path, capture_output=True, text=True, timeout=10)
+        head = run('rev-parse', 'HEAD')
+        if head.returncode:
+            return 'unknown'
+        dirty = run('status', '--porcelain', '--untracked-files=no').stdout.strip()
+        return head.stdout.strip() + ('+dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown'
+
+
+@HOOKS.register_module()
+class PretrainMetaHook(Hook):
+    """Writes ``meta['sdae'] = {'method', 'arch', 'epoch', 'config', 'git_commit'}`` into every checkpoint (contract 3);
+    tools/export_backbone.py copies it into the exported backbone."""
+
+    def __init__(self):
+        self.commit = git_commit()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = unwrap(runner.model)
+        checkpoint['meta']['sdae'] = dict(method=model.objective, arch=model.arch, epoch=checkpoint['meta']['epoch'],
+                                          config=str(runner.cfg.filename or ''), git_commit=self.commit)
+
+
+@HOOKS.register_module()
+class SkippedImagesHook(Hook):
+    """Counts unreadable images skipped by the dataset (``skip_corrupt=True``) and logs the running total."""
+
+    def __init__(self):
+        self.total = 0
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        samples = (data_batch or {}).get('data_samples') if isinstance(data_batch, dict) else None
+        if isinstance(samples, dict) and 'num_skipped' in samples:
+            n = int(torch.as_tensor(samples['num_skipped']).sum())
+            if n:
+                self.total += n
+                runner.logger.warning(f'skipped {n} unreadable image(s) in this batch ({self.total} so far)')
+                runner.message_hub.update_scalar('train/skipped_images', self.total)
+
+
+@HOOKS.register_module()
+class KNNProbeHook(Hook):
+    """Leave-one-out k-NN accuracy of the student's pooled features on a labelled folder (labels = sub-folder names),
+    before and after training: a quick check that pretraining learned something (the demo pool's folders name each
+    image's largest object). Deterministic (no RNG), rank 0 only; writes <work_dir>/knn_probe.json.
+
+    Args:
+        data_root: ImageNet-style folder; default: the training set's.
+        num_images: evenly spaced subset of the sorted file list.
+        k, temperature: DINO's weighted k-NN vote.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, data_root: str | None = None, num_images: int = 1200, k: int = 20, temperature: float = 0.07,
+                 batch_size: int = 200):
+        self.data_root, self.num_images, self.k, self.t = data_root, num_images, k, temperature
+        self.batch_size = batch_size
+        self.result: dict = {}
+
+    @torch.no_grad()
+    def accuracy(self, runner) -> float:
+        model = unwrap(runner.model)
+        root = Path(self.data_root or runner.train_dataloader.dataset.data_root)
+        files = list_images(root)
+        files = files[:: max(1, len(files) // self.num_images)][: self.num_images]
+        names = sorted({Path(f).parent.name for f in files})
+        labels = torch.tensor([names.index(Path(f).parent.name) for f in files])
+        size = model.encoder.grid[0] * model.encoder.patch_size
+        tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.PILToTensor()])
+        was_training = model.training
+        model.eval()
+        feats = []
+        for i in range(0, len(files), self.batch_size):
+            x = torch.stack([tf(Image.open(f).convert('RGB')) for f in files[i:i + self.batch_size]])
+            x = model.data_preprocessor(dict(inputs=x), False)['inputs']
+            feats.append(torch.nn.functional.normalize(model.encoder(x)[:, 1:].mean(1).float(), dim=-1).cpu())
+        model.train(was_training)
+        feats = torch.cat(feats)
+        sim = feats @ feats.T
+        sim.fill_diagonal_(-float('inf'))  # leave one out
+        top, idx = sim.topk(self.k, dim=1)
+        votes = torch.zeros(len(files), len(names)).scatter_add_(1, labels[idx], (top / self.t).exp())
+        self.result.update(num_images=len(files), classes=names, k=self.k,
+                           majority=float(labels.bincount().max() / len(files)))
+        return float((votes.argmax(1) == labels).float().mean())
+
+    def _probe(self, runner, when: str) -> None:
+        if get_rank() != 0:
+            return
+        root = Path(self.data_root or runner.train_dataloader.dataset.data_root)
+        if not any(p.is_dir() for p in root.iterdir()):
+            runner.logger.info(f'KNNProbeHook: {root} has no class sub-folders, no probe')
+            return
+        acc = self.accuracy(runner)
+        self.result[when] = dict(top1=acc, epoch=runner.epoch)
+        runner.logger.info(f"k-NN probe ({when}, epoch {runner.epoch}): top-1 {acc:.1%} on {self.result['num_images']}"
+                           f" images of {root} (majority class {self.result['majority']:.1%})")
+        atomic_write_bytes(json.dumps(self.result, indent=2).encode(), Path(runner.work_dir) / 'knn_probe.json')
+
+    def before_train(self, runner) -> None:
+        if runner.iter == 0:
+            self._probe(runner, 'before')
+
+    def after_train(self, runner) -> None:
+        self._probe(runner, 'after')

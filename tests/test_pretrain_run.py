@@ -1,0 +1,224 @@
+"""Pretraining runs end to end (mmengine Runner, tiny config, CPU): exact resume, 2-process gloo, export round trip,
+non-finite loss, corrupt image, bad configs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+from PIL import Image
+
+import backbones  # noqa: F401
+from backbones.checkpoint_io import safe_torch_load
+from backbones.vit import VisionTransformer
+from tools.export_backbone import ExportError, export_backbone
+from tools.pretrain import main as pretrain_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CFG = """
+_base_ = ['{root}/pretrain/configs/sdae_vit-tiny-p8_demo.py']
+img_size = 32
+model = dict(objective='{objective}',
+             encoder=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1),
+             decoder=dict(embed_dim=32, depth=1, num_heads=2))
+train_dataloader = dict(batch_size=4, num_workers={workers}, dataset=dict(data_root='{data}', img_size=32))
+warmup_epochs = 1
+train_cfg = dict(max_epochs={epochs})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts=5))
+log_processor = dict(window_size=1)
+custom_hooks = [
+    dict(type='EMATeacherHook', momentum=0.9, end_momentum=1.0, by_epoch=False),
+    dict(type='RNGStateHook'), dict(type='PretrainMetaHook'), dict(type='SkippedImagesHook'),
+] + {extra_hooks}
+"""
+
+
+@HOOKS.register_module(force=True)
+class RecordLossTestHook(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        with open(Path(runner.work_dir) / 'losses.jsonl', 'a') as f:
+            f.write(json.dumps(outputs['loss'].item()) + '\n')
+
+
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
+@HOOKS.register_module(force=True)
+class InterruptAfterEpochTestHook(Hook):
+    priority = 'LOWEST'  # after the checkpoint of that epoch is written, like a kill between epochs
+
+    def __init__(self, epoch: int, poison: bool = False):
+        self.epoch, self.poison = epoch, poison
+
+    def after_train_epoch(self, runner):
+        if runner.epoch + 1 != self.epoch:
+            return
+        if self.poison:  # the next iteration produces a NaN loss
+            runner.model.encoder.patch_embed.proj.weight.data.fill_(float('nan'))
+        else:
+            raise _Interrupt()
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('images')
+    g = torch.Generator().manual_seed(0)
+    for i in range(16):  # ImageNet-style: root/<class>/<image>
+        folder = root / f'class{i % 2}'
+        folder.mkdir(exist_ok=True)
+        pixels = torch.randint(0, 256, (40 + i, 44, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f'{i}.png')
+    return root
+
+
+def write_cfg(path: Path, data: Path, objective: str = 'sdae', epochs: int = 3, workers: int = 1,
+              extra_hooks: str = "[dict(type='RecordLossTestHook')]") -> str:
+    path.write_text(TINY_CFG.format(root=ROOT, objective=objective, workers=workers, data=data, epochs=epochs,
+                                    extra_hooks=extra_hooks))
+    return str(path)
+
+
+def losses(work_dir: Path) -> list[float]:
+    return [json.loads(line) for line in (work_dir / 'losses.jsonl').read_text().splitlines()]
+
+
+def status(work_dir: Path) -> dict:
+    return json.loads((work_dir / 'run_status.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, data_root) -> Path:
+    tmp = tmp_path_factory.mktemp('run_a')
+    cfg = write_cfg(tmp / 'tiny.py', data_root)
+    assert pretrain_main([cfg, '--work-dir', str(tmp / 'a'), '--cfg-options', 'experiment_name=run_a']) == 0
+    return tmp / 'a'
+
+
+def test_resume_after_interruption_reproduces_losses_exactly(tmp_path, data_root, uninterrupted):
+    hooks = "[dict(type='RecordLossTestHook'), dict(type='InterruptAfterEpochTestHook', epoch=2)]"
+    cfg_interrupt = write_cfg(tmp_path / 'tiny_interrupt.py', data_root, extra_hooks=hooks)
+    cfg = write_cfg(tmp_path / 'tiny.py', data_root)
+    wd = tmp_path / 'b'
+    assert pretrain_main([cfg_interrupt, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_b1']) == 1
+    st = status(wd)
+    assert st['status'] == 'failed' and 'resume with --resume' in st['error'] and 'epoch_2.pth' in st['error']
+    assert len(losses(wd)) == 8  # 2 epochs x 4 iterations
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--resume', '--cfg-options', 'experiment_name=run_b2']) == 0
+    assert status(wd)['status'] == 'finished'
+
+    expected = losses(uninterrupted)
+    assert len(expected) == 12
+    assert losses(wd) == expected  # bit-identical, iteration by iteration
+    a, b = safe_torch_load(uninterrupted / 'epoch_3.pth'), safe_torch_load(wd / 'epoch_3.pth')
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    assert all(torch.equal(a['state_dict'][k], b['state_dict'][k]) for k in a['state_dict'])  # teacher included
+    assert a['meta']['sdae']['epoch'] == 3 and a['meta']['sdae']['method'] == 'sdae'
+
+
+def test_checkpoint_holds_teacher_and_optimizer_excludes_it(uninterrupted):
+    ckpt = safe_torch_load(uninterrupted / 'epoch_3.pth')
+    sd = ckpt['state_dict']
+    assert any(k.startswith('teacher.blocks.') for k in sd) and any(k.startswith('decoder.blocks.') for k in sd)
+    assert not any(k.startswith('teacher.') for g in ckpt['optimizer']['param_groups'] for k in [str(g)])
+    n_opt = sum(len(g['params']) for g in ckpt['optimizer']['param_groups'])
+    n_trainable = sum(1 for k in sd if not k.startswith('teacher.') and not k.endswith('pos_embed'))
+    assert n_opt == n_trainable  # the optimizer holds exactly the student + decoder parameters
+
+
+def test_export_round_trip(tmp_path, uninterrupted):
+    ckpt = uninterrupted / 'epoch_3.pth'
+    raw = safe_torch_load(ckpt)['state_dict']
+    for branch, prefix in (('student', 'encoder.'), ('teacher', 'teacher.')):
+        out = tmp_path / f'{branch}.pth'
+        export_backbone(ckpt, out, branch)
+        exported = safe_torch_load(out)
+        meta = exported['meta']
+        assert meta['format'] == 'sdae-suite/backbone' and meta['version'] == 1 and meta['branch'] == branch
+        assert meta['method'] == 'sdae' and meta['epoch'] == 3 and meta['config'].endswith('tiny.py')
+        assert meta['arch'] == dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0)
+        assert meta['git_commit']
+        vit = VisionTransformer(**meta['arch'])
+        missing, unexpected = vit.load_state_dict(exported['state_dict'], strict=True)
+        assert not missing and not unexpected
+        for k, v in vit.state_dict().items():
+            assert torch.equal(v, raw[prefix + k])
+    with pytest.raises(ExportError, match='not a pretraining checkpoint'):
+        export_backbone(tmp_path / 'student.pth', tmp_path / 'again.pth')
+
+
+def test_two_process_gloo_run(tmp_path, data_root):
+    cfg = write_cfg(tmp_path / 'tiny_mae.py', data_root, objective='mae', epochs=2, workers=0, extra_hooks='[]')
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHON=sys.executable, MASTER_PORT=str(port), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    wd = tmp_path / 'ddp'
+    proc = subprocess.run(['bash', str(ROOT / 'tools/pretrain.sh'), cfg, '2', '--work-dir', str(wd)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'world size 2 | effective batch 8 (= 4 per process x 2 x 1 accumulation)' in proc.stdout
+    assert 'lr 4.688e-05 (= blr 0.0015 x 8 / 256)' in proc.stdout
+    assert status(wd)['status'] == 'finished'
+    ckpt = safe_torch_load(wd / 'epoch_2.pth')
+    assert len(ckpt['rng_states']) == 2 and ckpt['meta']['sdae']['method'] == 'mae'
+    assert ckpt['meta']['iter'] == 4  # 16 images / (2 processes x 4) = 2 iterations per epoch
+    assert not any(k.startswith('teacher.') for k in ckpt['state_dict'])
+    with pytest.raises(ExportError, match='MAE has no teacher'):
+        export_backbone(wd / 'epoch_2.pth', tmp_path / 'x.pth', 'teacher')
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint_intact(tmp_path, data_root, capsys):
+    hooks = "[dict(type='InterruptAfterEpochTestHook', epoch=1, poison=True)]"
+    cfg = write_cfg(tmp_path / 'tiny_nan.py', data_root, workers=0, extra_hooks=hooks)
+    wd = tmp_path / 'nan'
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_nan']) == 1
+    st = status(wd)
+    assert st['status'] == 'failed' and 'non-finite training loss' in st['error']
+    assert f'Last good checkpoint: {wd / "epoch_1.pth"}' in st['error']
+    assert 'non-finite training loss' in capsys.readouterr().err
+    ckpt = safe_torch_load(wd / 'epoch_1.pth')
+    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
+    assert not (wd / 'epoch_2.pth').exists()
+
+
+def test_corrupt_image_in_worker_names_the_file(tmp_path, data_root, capsys):
+    data = tmp_path / 'data'
+    data.mkdir()
+    for p in data_root.rglob('*.png'):
+        (data / p.name).write_bytes(p.read_bytes())  # flat folder this time
+    (data / '7.png').write_bytes(b'\x89PNG broken')
+    cfg = write_cfg(tmp_path / 'tiny.py', data, epochs=2, workers=1, extra_hooks='[]')
+    wd = tmp_path / 'corrupt'
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_corrupt']) == 1
+    err = status(wd)['error']
+    assert err.startswith(f'{data / "7.png"}: cannot read this image') and 'skip_corrupt=True' in err
+    assert f'FAILED: {data / "7.png"}: cannot read' in capsys.readouterr().err
+
+    wd = tmp_path / 'skip'
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_skip',
+                          'train_dataloader.dataset.skip_corrupt=True']) == 0
+    log = next(wd.glob('*/*.log')).read_text()
+    assert 'skipped 1 unreadable image(s) in this batch (1 so far)' in log
+
+
+@pytest.mark.parametrize('option, message', [
+    ('model.objective=simclr', "model.objective must be one of ('sdae', 'mae'), got 'simclr'"),
+    ('model.decoder.dept=2', "unknown key 'dept' in model.decoder: did you mean 'depth'?"),
+    ('train_dataloder.batch_size=2', "'train_dataloder' is not a key of"),
+    ('train_dataloader.dataset.skip_corupt=True', "did you mean 'skip_corrupt'?"),
+])
+def test_bad_config_gives_clear_error(tmp_path, data_root, capsys, option, message):
+    cfg = write_cfg(tmp_path / 'tiny.py', data_root, extra_hooks='[]')
+    assert pretrain_main([cfg, '--work-dir', str(tmp_path / 'w'), '--cfg-options', option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('config error: ') and message in err
+    assert not (tmp_path / 'w').exists()

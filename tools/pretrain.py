@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""SdAE / MAE pretraining, one process (tools/pretrain.sh starts one per GPU through torchrun).
+
+    python tools/pretrain.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+
+Derived settings (world size, effective batch, lr = blr * batch / 256, precision, schedule) are computed here from the
+actual run and printed before training starts. Writes <work_dir>/run_status.json (running / finished / failed).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without PYTHONPATH
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+
+import backbones  # noqa: E402,F401  (atomic checkpoint saving + allow-listed loading for mmengine)
+import pretrain  # noqa: E402,F401  (registers the model, dataset, hooks)
+from backbones.checkpoint_io import atomic_write_bytes  # noqa: E402
+from pretrain.data import CorruptImageError, ImageFolderPretrainDataset  # noqa: E402
+from pretrain.model import NonFiniteLossError, _check_kwargs, validate_model_cfg  # noqa: E402
+
+RUNNER_KEYS = {'launcher', 'work_dir', 'experiment_name', 'auto_scale_lr', 'compile', 'cfg', 'gpu_ids'}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config')
+    p.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    p.add_argument('--resume', nargs='?', const='auto', default=None,
+                   help='resume from CKPT, or from the latest checkpoint in the work dir when no path is given')
+    p.add_argument('--amp', action='store_true', help='mixed precision (also on with `amp = True` in the config)')
+    p.add_argument('--launcher', choices=['auto', 'none', 'pytorch', 'slurm'], default='auto',
+                   help="auto: 'pytorch' under torchrun with more than one process, else 'none'")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, help='override config keys, k=v')
+    return p.parse_args(argv)
+
+
+def world_and_rank(launcher: str) -> tuple[str, int, int]:
+    if launcher == 'slurm':
+        return launcher, int(os.environ.get('SLURM_NTASKS', 1)), int(os.environ.get('SLURM_PROCID', 0))
+    world, rank = int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('RANK', 0))
+    if launcher == 'auto':
+        launcher = 'pytorch' if world > 1 else 'none'
+    return launcher, world, rank
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    if not Path(args.config).is_file():
+        raise ConfigError(f'config not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    for key in args.cfg_options:
+        top = key.split('.', 1)[0]
+        if top not in cfg and top not in RUNNER_KEYS:
+            raise ConfigError(f"--cfg-options {key}: '{top}' is not a key of {args.config} (typo?)")
+    cfg.merge_from_dict(args.cfg_options)
+    try:
+        validate_model_cfg(cfg.model)
+        dataset = dict(cfg.train_dataloader.dataset)
+        dataset.pop('type', None)
+        _check_kwargs(ImageFolderPretrainDataset.__init__, dataset, 'train_dataloader.dataset')
+    except ValueError as e:
+        raise ConfigError(f'{args.config}: {e}') from None
+    if 'blr' not in cfg or 'warmup_epochs' not in cfg:
+        raise ConfigError(f'{args.config}: needs `blr` (lr per 256 images) and `warmup_epochs` (see pretrain/configs)')
+    return cfg
+
+
+def derive(cfg: Config, args: argparse.Namespace) -> dict:
+    """Fill in what depends on the actual run; returns the numbers printed at start."""
+    launcher, world, rank = world_and_rank(args.launcher)
+    cfg.launcher = launcher
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+        if launcher != 'none':  # mmengine's default DDP wrapper passes a GPU index as device_ids; CPU DDP needs None
+            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False)
+    accum = int(cfg.optim_wrapper.get('accumulative_counts', 1))
+    batch = cfg.train_dataloader.batch_size * world * accum
+    lr = cfg.blr * batch / 256
+    cfg.optim_wrapper.optimizer.lr = lr
+
+    precision = 'fp32'
+    if args.amp or cfg.get('amp', False):
+        if cuda:
+            precision = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.dtype = 'bfloat16' if precision == 'bf16' else 'float16'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        else:
+            precision = 'fp32 (AMP requested, but there is no GPU)'
+
+    epochs, warmup = cfg.train_cfg.max_epochs, cfg.warmup_epochs
+    if not 0 <= warmup < epochs:
+        raise ConfigError(f'warmup_epochs ({warmup}) must be smaller than train_cfg.max_epochs ({epochs})')
+    warm, cos = cfg.param_scheduler
+    warm.update(begin=0, end=warmup)
+    cos.update(begin=warmup, end=epochs, T_max=epochs - warmup)
+    if warmup == 0:
+        cfg.param_scheduler = [cos]
+
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return dict(launcher=launcher, world=world, rank=rank, accum=accum, batch=batch, lr=lr, precision=precision,
+                epochs=epochs, warmup=warmup)
+
+
+class RunStatus:
+    """<work_dir>/run_status.json (contract 5), rewritten atomically by rank 0."""
+
+    def __init__(self, work_dir: str, config: str, enabled: bool):
+        self.path = Path(work_dir) / 'run_status.json'
+        self.enabled = enabled
+        self.state = dict(status='running', kind='pretrain', recipe=Path(config).stem, config=config, pretrained=None,
+                          pretrained_meta=None, started=_now(), ended=None, error=None)
+
+    def update(self, **kw) -> None:
+        self.state.update(kw)
+        if self.enabled:
+            atomic_write_bytes(json.dumps(self.state, indent=2).encode(), self.path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')
+
+
+def _last_checkpoint(work_dir: str) -> str:
+    f = Path(work_dir) / 'last_checkpoint'
+    return f.read_text().strip() if f.is_file() else 'none (no epoch finished)'
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args)
+        info = derive(cfg, args)
+    except ConfigError as e:
+        print(f'config error: {e}', file=sys.stderr)
+        return 2
+    main_rank = info['rank'] == 0
+    if main_rank:
+        m = cfg.model
+        print(f"[pretrain] {m.objective} | world size {info['world']} | effective batch {info['batch']} "
+              f"(= {cfg.train_dataloader.batch_size} per process x {info['world']} x {info['accum']} accumulation) | "
+              f"lr {info['lr']:.4g} (= blr {cfg.blr:g} x {info['batch']} / 256) | {info['precision']} | "
+              f"{info['epochs']} epochs, {info['warmup']} warmup | work dir {cfg.work_dir}", flush=True)
+        if args.resume == 'auto' and not (Path(cfg.work_dir) / 'last_checkpoint').is_file():
+            print(f'[pretrain] --resume: no checkpoint in {cfg.work_dir} yet, starting from scratch', flush=True)
+    status = RunStatus(cfg.work_dir, args.config, enabled=main_rank)
+    status.update()
+
+    from mmengine.runner import Runner
+    if info['launcher'] == 'pytorch' and not torch.cuda.is_available() and not torch.distributed.is_initialized():
+        # mmengine's init_dist calls torch.cuda.set_device unconditionally; on CPU we join torchrun's group ourselves
+        # (the Runner then skips its own init because a group exists).
+        torch.distributed.init_process_group('gloo')
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except BaseException as e:  # the status file must say 'failed' whatever stopped the run
+        msg = _explain(e, cfg.work_dir)
+        status.update(status='failed', ended=_now(), error=msg)
+        print(f'[pretrain] FAILED: {msg}', file=sys.stderr, flush=True)
+        if isinstance(e, (NonFiniteLossError, CorruptImageError, FileNotFoundError, KeyboardInterrupt)):
+            return 1
+        raise
+    status.update(status='finished', ended=_now())
+    return 0
+
+
+def _explain(e: BaseException, work_dir: str) -> str:
+    if isinstance(e, NonFiniteLossError):
+        return f'{e} Last good checkpoint: {_last_checkpoint(work_dir)}'
+    if isinstance(e, CorruptImageError):
+        # Raised in a DataLoader worker, the message carries the worker's traceback; its last line is ours.
+        return str(e).strip().splitlines()[-1].split('CorruptImageError: ', 1)[-1]
+    if isinstance(e, KeyboardInterrupt):
+        return f'interrupted; resume with --resume (last checkpoint: {_last_checkpoint(work_dir)})'
+    return f'{type(e).__name__}: {e}'
+
+
+if __name__ == '__main__':
+    sys.exit(main())

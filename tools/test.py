@@ -1,0 +1,79 @@
+"""Evaluate a fine-tuned detector or segmentor checkpoint; writes ``<work_dir>/test_results.json`` (COCO bbox/segm AP
+for mmdet configs, mIoU/mAcc/aAcc for mmseg configs; the config's default_scope says which).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
+from backbones.run_record import now, pretrained_of, task_of, write_json  # noqa: E402
+from tools.train import adapt_to_machine, per_run_visualizer  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config')
+    p.add_argument('checkpoint', help='a checkpoint written by tools/train.py')
+    p.add_argument('--work-dir', help="default: the checkpoint's folder")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _plain(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    kind = task_of(cfg)
+    cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
+    cfg.load_from = args.checkpoint
+    adapt_to_machine(cfg, args.launcher, amp=False)
+    per_run_visualizer(cfg)
+    # The pretrained backbone is a property of the training run: take it from the run's status file when there is one.
+    status_file = Path(args.checkpoint).parent / 'run_status.json'
+    if status_file.is_file():
+        status = json.loads(status_file.read_text())
+        pretrained, meta = status.get('pretrained'), status.get('pretrained_meta')
+    else:
+        pretrained, meta = pretrained_of(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    metrics = {k: _plain(v) for k, v in runner.test().items()}
+    result = dict(task=kind, recipe=Path(args.config).stem, config=args.config, checkpoint=args.checkpoint,
+                  pretrained=pretrained, pretrained_meta=meta, metrics=metrics, time=now(), status='ok')
+    if int(os.environ.get('RANK', 0)) == 0:
+        out = Path(cfg.work_dir) / 'test_results.json'
+        write_json(out, result)
+        print(f'[test] {kind} metrics: ' + ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                                                   for k, v in metrics.items()) + f'\n[test] wrote {out}', flush=True)
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,144 @@
+"""Fine-tune a detector (mmdet config) or a segmentor (mmseg config); the config's default_scope says which.
+
+    python tools/train.py CONFIG [--pretrained CKPT [--pretrained-branch student|teacher]] [--work-dir DIR]
+                          [--resume [CKPT]] [--amp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+``--resume`` without a path resumes from the latest checkpoint in the work dir. Writes ``<work_dir>/run_status.json``.
+On a machine without CUDA the run is adapted and the changes are printed: fp32 instead of AMP, gloo instead of NCCL,
+and no SyncBN conversion (PyTorch's SyncBN needs CUDA). SyncBN is never used without a process group.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
+from backbones.run_record import RunStatus, pretrained_of, task_of  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', help='det_configs/*.py or seg_configs/*.py')
+    p.add_argument('--work-dir', help='default: work_dirs/<config stem>')
+    p.add_argument('--pretrained', help='backbone checkpoint: exported backbone, raw pretraining run, official '
+                                        'SdAE/MAE, timm or mmpretrain file')
+    p.add_argument('--pretrained-branch', choices=['student', 'teacher'],
+                   help='which encoder of a two-encoder checkpoint (raw pretraining run, official SdAE)')
+    p.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                   help='resume training; without CKPT, from the latest checkpoint in the work dir')
+    p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _replace_syncbn(node) -> int:
+    """SyncBN -> BN in place in a config subtree; returns how many were replaced."""
+    n = 0
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            n += 1
+        for v in node.values():
+            n += _replace_syncbn(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            n += _replace_syncbn(v)
+    return n
+
+
+def adapt_to_machine(cfg: Config, launcher: str, amp: bool) -> list[str]:
+    """Settings that depend on the machine rather than on the recipe. Returns the changes made, for printing."""
+    notes = []
+    cuda = torch.cuda.is_available()
+    if launcher == 'none':
+        n = _replace_syncbn(cfg.model)
+        if n:
+            notes.append(f'no process group: {n} SyncBN layers in the config -> BN')
+    if not cuda:
+        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'OptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
+            cfg.optim_wrapper.pop('dtype', None)
+            notes.append('no CUDA: AmpOptimWrapper -> OptimWrapper (fp32)')
+        if cfg.get('sync_bn'):
+            cfg.sync_bn = None
+            notes.append('no CUDA: sync_bn off (PyTorch SyncBN needs CUDA)')
+        if launcher != 'none':
+            cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+            notes.append('no CUDA: distributed backend gloo')
+    elif amp and cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        notes.append('--amp: AmpOptimWrapper')
+    return notes
+
+
+def per_run_visualizer(cfg: Config) -> None:
+    """mmdet/mmseg name their visualizer 'visualizer'; a second run in the same process would then reuse the first
+    run's instance and write its curves into the first run's folder. Without a name mmengine uses the run's own."""
+    if isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer.pop('name', None)
+
+
+def build_cfg(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
+    per_run_visualizer(cfg)
+    backbone = cfg.model.get('backbone', {})
+    if args.pretrained or args.pretrained_branch:
+        init = dict(backbone.get('init_cfg') or {'type': 'Pretrained'})
+        if args.pretrained:
+            init['checkpoint'] = args.pretrained
+        if args.pretrained_branch:
+            init['branch'] = args.pretrained_branch
+        backbone['init_cfg'] = init
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None  # mmengine picks <work_dir>/last_checkpoint
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    kind = task_of(cfg)
+    notes = adapt_to_machine(cfg, args.launcher, args.amp)
+    pretrained, meta = pretrained_of(cfg)
+    rank = int(os.environ.get('RANK', 0))
+    if rank == 0:
+        print(f'[train] task {kind} | config {args.config} | work dir {cfg.work_dir}\n'
+              f'[train] pretrained backbone: {pretrained or "none (random init)"}'
+              + (f" ({meta.get('method')} {meta.get('branch')}, epoch {meta.get('epoch')})" if meta else '')
+              + f'\n[train] resume: {args.resume or "no"} | device: {"cuda" if torch.cuda.is_available() else "cpu"}'
+              + ''.join(f'\n[train] {n}' for n in notes), flush=True)
+    Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+    status = RunStatus(cfg.work_dir, kind, args.config, pretrained, meta, rank)
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
+    except BaseException as e:
+        status.finish(e)
+        raise
+    status.finish()
+
+
+if __name__ == '__main__':
+    main()
