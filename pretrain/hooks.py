@@ -1,7 +1,6 @@
 """mmengine hooks of pretraining: EMA teacher, exact-resume RNG state, checkpoint provenance, skipped images."""
 from __future__ import annotations
 
-import json
 import math
 import random
 import subprocess
@@ -13,13 +12,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2 as T
-
-from backbones.checkpoint_io import atomic_write_bytes
-
-from .data import list_images
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -73,7 +66,8 @@ class EMATeacherHook(Hook):
         runner.message_hub.update_scalar('train/ema_momentum', m)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if not self.by_epoch:
+        # With gradient accumulation the student only changes on optimizer steps; follow it only then.
+        if not self.by_epoch and runner.optim_wrapper.should_update():
             self._update(runner, runner.iter, runner.max_iters)
 
     def after_train_epoch(self, runner) -> None:
@@ -181,70 +175,3 @@ class SkippedImagesHook(Hook):
                 runner.logger.warning(f'skipped {n} unreadable image(s) in this batch ({self.total} so far)')
                 runner.message_hub.update_scalar('train/skipped_images', self.total)
 
-
-@HOOKS.register_module()
-class KNNProbeHook(Hook):
-    """Leave-one-out k-NN accuracy of the student's pooled features on a labelled folder (labels = sub-folder names),
-    before and after training: a quick check that pretraining learned something (the demo pool's folders name each
-    image's largest object). Deterministic (no RNG), rank 0 only; writes <work_dir>/knn_probe.json.
-
-    Args:
-        data_root: ImageNet-style folder; default: the training set's.
-        num_images: evenly spaced subset of the sorted file list.
-        k, temperature: DINO's weighted k-NN vote.
-    """
-
-    priority = 'LOW'
-
-    def __init__(self, data_root: str | None = None, num_images: int = 1200, k: int = 20, temperature: float = 0.07,
-                 batch_size: int = 200):
-        self.data_root, self.num_images, self.k, self.t = data_root, num_images, k, temperature
-        self.batch_size = batch_size
-        self.result: dict = {}
-
-    @torch.no_grad()
-    def accuracy(self, runner) -> float:
-        model = unwrap(runner.model)
-        root = Path(self.data_root or runner.train_dataloader.dataset.data_root)
-        files = list_images(root)
-        files = files[:: max(1, len(files) // self.num_images)][: self.num_images]
-        names = sorted({Path(f).parent.name for f in files})
-        labels = torch.tensor([names.index(Path(f).parent.name) for f in files])
-        size = model.encoder.grid[0] * model.encoder.patch_size
-        tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.PILToTensor()])
-        was_training = model.training
-        model.eval()
-        feats = []
-        for i in range(0, len(files), self.batch_size):
-            x = torch.stack([tf(Image.open(f).convert('RGB')) for f in files[i:i + self.batch_size]])
-            x = model.data_preprocessor(dict(inputs=x), False)['inputs']
-            feats.append(torch.nn.functional.normalize(model.encoder(x)[:, 1:].mean(1).float(), dim=-1).cpu())
-        model.train(was_training)
-        feats = torch.cat(feats)
-        sim = feats @ feats.T
-        sim.fill_diagonal_(-float('inf'))  # leave one out
-        top, idx = sim.topk(self.k, dim=1)
-        votes = torch.zeros(len(files), len(names)).scatter_add_(1, labels[idx], (top / self.t).exp())
-        self.result.update(num_images=len(files), classes=names, k=self.k,
-                           majority=float(labels.bincount().max() / len(files)))
-        return float((votes.argmax(1) == labels).float().mean())
-
-    def _probe(self, runner, when: str) -> None:
-        if get_rank() != 0:
-            return
-        root = Path(self.data_root or runner.train_dataloader.dataset.data_root)
-        if not any(p.is_dir() for p in root.iterdir()):
-            runner.logger.info(f'KNNProbeHook: {root} has no class sub-folders, no probe')
-            return
-        acc = self.accuracy(runner)
-        self.result[when] = dict(top1=acc, epoch=runner.epoch)
-        runner.logger.info(f"k-NN probe ({when}, epoch {runner.epoch}): top-1 {acc:.1%} on {self.result['num_images']}"
-                           f" images of {root} (majority class {self.result['majority']:.1%})")
-        atomic_write_bytes(json.dumps(self.result, indent=2).encode(), Path(runner.work_dir) / 'knn_probe.json')
-
-    def before_train(self, runner) -> None:
-        if runner.iter == 0:
-            self._probe(runner, 'before')
-
-    def after_train(self, runner) -> None:
-        self._probe(runner, 'after')

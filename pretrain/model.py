@@ -208,7 +208,9 @@ class MaskedPretrainer(BaseModel):
                 target = (target - mean) / (var + 1.0e-6) ** 0.5
             return dict(loss=((pred.float() - target) ** 2).mean())
         target = self.teacher_targets(imgs, plan)
-        return dict(loss=cosine_loss(pred, target, plan.fold_sizes, self.cos_dim))
+        # Logged, not optimised: the spread of the targets across tokens (per channel); a collapse drives it to 0.
+        target_std = target.flatten(0, 1).std(dim=0).mean()
+        return dict(loss=cosine_loss(pred, target, plan.fold_sizes, self.cos_dim), target_std=target_std)
 
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
         """mode 'loss': the training loss dict; 'tensor': the student encoder's normalised tokens [B, 1 + L, D]."""

@@ -216,3 +216,42 @@ def test_loss_decreases_on_tiny_overfit(objective):
     assert last < 0.75 * first, (first, last)
     if objective == 'mae':  # normalised pixel targets: predicting each patch's mean scores 1.0
         assert last < 0.9
+
+
+class _FakeOptimWrapper:
+    def __init__(self, step_taken: bool):
+        self.step_taken = step_taken
+
+    def should_update(self) -> bool:
+        return self.step_taken
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_ema_hook_momentum_comes_from_the_runner_position(by_epoch):
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from pretrain.hooks import EMATeacherHook
+
+    model = tiny_model()
+    runner = SimpleNamespace(model=model, epoch=3, max_epochs=10, iter=7, max_iters=40,
+                             optim_wrapper=_FakeOptimWrapper(True), message_hub=MessageHub.get_instance('test_ema'),
+                             logger=MMLogger.get_instance('test_ema'))
+    hook = EMATeacherHook(momentum=0.9, end_momentum=1.0, by_epoch=by_epoch)
+    t0 = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    s = model.encoder.state_dict()
+    hook.after_train_iter(runner, 0)
+    changed = not torch.equal(model.teacher.blocks[0].mlp.fc1.weight, t0['blocks.0.mlp.fc1.weight'])
+    assert changed == (not by_epoch)
+    if by_epoch:
+        hook.after_train_epoch(runner)
+    m = cosine_momentum(3, 10, 0.9, 1.0) if by_epoch else cosine_momentum(7, 40, 0.9, 1.0)
+    for k, v in model.teacher.state_dict().items():
+        torch.testing.assert_close(v, m * t0[k] + (1 - m) * s[k])
+    assert runner.message_hub.get_scalar('train/ema_momentum').current() == pytest.approx(m)
+    if not by_epoch:  # an accumulation micro-step (no optimizer step): the teacher stays
+        runner.optim_wrapper = _FakeOptimWrapper(False)
+        before = model.teacher.blocks[0].mlp.fc1.weight.clone()
+        hook.after_train_iter(runner, 1)
+        assert torch.equal(model.teacher.blocks[0].mlp.fc1.weight, before)

@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--steps', type=int, default=2, help='steps per variant per round')
     p.add_argument('--variants', nargs='+', choices=VARIANTS, default=list(VARIANTS))
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, help='CPU threads (default: torch default; 1 is steadier on a busy machine)')
     p.add_argument('--out', default='work_dirs/benchmark_speed.json')
     p.add_argument('--memory-probe', help=argparse.SUPPRESS)  # internal: child process measuring one variant on CPU
     return p.parse_args(argv)
@@ -134,6 +135,8 @@ def cpu_peak_memory(name: str, argv: list[str]) -> float:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.memory_probe:
         bench = Bench(args.memory_probe, args)

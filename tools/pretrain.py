@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, (NonFiniteLossError, CorruptImageError, FileNotFoundError, KeyboardInterrupt)):
             return 1
         raise
+    finally:
+        if info['launcher'] != 'none' and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     status.update(status='finished', ended=_now())
     return 0
 

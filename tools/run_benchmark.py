@@ -24,6 +24,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+LAST = '@last-checkpoint:'  # resolved when the stage starts: the newest checkpoint mmengine recorded in that work dir
+
+
+def resolve(arg: str) -> str:
+    if not arg.startswith(LAST):
+        return arg
+    work_dir = Path(arg[len(LAST):])
+    record = work_dir / 'last_checkpoint'
+    if not record.is_file():
+        raise SystemExit(f'[benchmark] no checkpoint recorded in {work_dir} ({record} is missing): the stage that '
+                         f'trains it did not save one. Rerun the pipeline; that stage will run again.')
+    return record.read_text().strip()
 
 
 @dataclass
@@ -104,7 +116,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
                             est['pretrain']))
         backbones[method] = wd / 'backbone_student.pth'
-        stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', str(wd / 'last'),
+        stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
                                                  str(backbones[method]), '--branch', 'student'], est['export']))
     coco = args.data_root / 'coco' if preset.demo_data else args.coco
     ade = args.data_root / 'ade' if preset.demo_data else args.ade
@@ -120,7 +132,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                     'bash', 'tools/dist_train.sh', cfg, gpus, '--work-dir', str(wd), '--resume', *pre,
                     *opts(task, extra, more)], est[task]))
                 stages.append(Stage(f'{task}-{init}-seed{seed}-test', [
-                    'bash', 'tools/dist_test.sh', cfg, str(wd / 'last'), gpus, '--work-dir', str(wd),
+                    'bash', 'tools/dist_test.sh', cfg, f'{LAST}{wd}', gpus, '--work-dir', str(wd),
                     *opts(task, extra, more)], test_est))
     stages.append(Stage('report', [PY, 'tools/benchmark_report.py', str(work / 'pretrain_sdae'),
                                    str(work / 'pretrain_mae'), str(work / 'finetune'), '--baseline', 'random',
@@ -152,16 +164,17 @@ def run(stages: list[Stage], work: Path) -> int:
         eta = sum(s.est_s for s in pending[i:]) * scale
         print(f'\n[benchmark] stage {done + i + 1}/{len(stages)}: {stage.name} (expected {fmt(stage.est_s * scale)}, '
               f'pipeline ETA {fmt(eta)}, elapsed {fmt(time.time() - t_start)})', flush=True)
-        print('[benchmark] $ ' + shlex.join(stage.cmd), flush=True)
+        cmd = [resolve(a) for a in stage.cmd]
+        print('[benchmark] $ ' + shlex.join(cmd), flush=True)
         t0 = time.time()
-        proc = subprocess.run(stage.cmd, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT), **stage.env})
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT), **stage.env})
         took = time.time() - t0
         if proc.returncode != 0:
             print(f'[benchmark] stage {stage.name} FAILED (exit code {proc.returncode}) after {fmt(took)}. Fix the '
                   f'cause shown above and rerun the same command: finished stages are kept, this one resumes from '
                   f'its last checkpoint.', file=sys.stderr)
             return proc.returncode
-        (marks / f'{stage.name}.done').write_text(json.dumps({'cmd': stage.cmd, 'seconds': round(took, 1)}) + '\n')
+        (marks / f'{stage.name}.done').write_text(json.dumps({'cmd': cmd, 'seconds': round(took, 1)}) + '\n')
         ratio_num += took
         ratio_den += stage.est_s
     print(f'\n[benchmark] all {len(stages)} stages finished ({fmt(time.time() - t_start)} this run). '

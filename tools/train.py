@@ -105,7 +105,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if args.pretrained or args.pretrained_branch:
         init = dict(backbone.get('init_cfg') or {'type': 'Pretrained'})
         if args.pretrained:
-            init['checkpoint'] = args.pretrained
+            init['checkpoint'] = str(Path(args.pretrained).resolve())  # recorded in the run's config and status
         if args.pretrained_branch:
             init['branch'] = args.pretrained_branch
         backbone['init_cfg'] = init
