@@ -13,8 +13,11 @@ data: install
 doctor: install
 	@$(PY) tools/env_check.py
 
-demo: install data
-	@$(PY) tools/env_check.py
+# The main job on the embedded data: pretrain SdAE & MAE, fine-tune Mask R-CNN & UperNet from SdAE, MAE and random
+# init, test, report (work_dirs/demo/report/). Stages are cached: rerun after an interruption to continue.
+demo: install
+	@$(PY) tools/env_check.py >/dev/null || $(PY) tools/env_check.py
+	@$(PY) tools/run_benchmark.py --preset demo
 
 test: install
 	@bash tools/install_browser.sh

@@ -58,7 +58,8 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
                                    weight_decay=0.0 if no_wd else base_wd, param_names=[])
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
-        params.extend(groups[k] for k in sorted(groups))
+        # Deepest first: mmengine logs the first group's lr, which is then the undecayed (neck / head) lr.
+        params.extend(groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1])))
         print_log(f'layer-wise lr decay {decay} over {num_layers} depths of {root or type(module).__name__} '
                   f'(base lr {base_lr:g}, wd {base_wd:g}): {len(groups)} parameter groups, lr scale '
                   f'{min(g["lr_scale"] for g in groups.values()):.4g} .. 1; no weight decay on '

@@ -23,7 +23,8 @@ class SimpleFeaturePyramid(nn.Module):
     """ViTDet's simple feature pyramid: [B, D, H, W] (stride s) -> P2..P6 maps with ``out_channels`` channels.
 
     Scale 4: deconv(D -> D/2) - LN - GELU - deconv(D/2 -> D/4); scale 2: deconv(D -> D/2); 1: identity;
-    0.5 / 0.25: maxpool 2 / 4 (0.25 serves patch-8 backbones: strides 4-32 from a stride-8 map). Each level then 1x1 conv + LN, 3x3 conv + LN; P6 = maxpool(k=1, s=2) of the last level.
+    0.5 / 0.25: maxpool 2 / 4 (0.25 serves patch-8 backbones: strides 4-32 from a stride-8 map).
+    Each level then 1x1 conv + LN, 3x3 conv + LN; P6 = maxpool(k=1, s=2) of the last level.
 
     Args:
         in_channels: D, the backbone width.

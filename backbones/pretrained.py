@@ -16,7 +16,8 @@ mmdet / mmseg (timm names)     ``{'state_dict': {'backbone.blocks.N...', 'neck.*
 =============================  =========================================================================================
 
 Decoder, other-branch, head and optimiser entries are dropped on purpose and reported by category. A backbone weight the
-checkpoint does not provide, a key that maps to nothing, or a shape that does not fit is an error listing every such key.
+checkpoint does not provide, a key that maps to nothing, or a shape that does not fit is an error listing every such
+key.
 The only parameters allowed to be absent are relative position bias tables (zero-initialised by design).
 """
 from __future__ import annotations
@@ -274,7 +275,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | Non
         if missing:
             parts.append(f'  {len(missing)} backbone keys missing from the checkpoint:\n    {show(missing)}')
         if unexpected:
-            parts.append(f'  {len(unexpected)} checkpoint keys that match no backbone parameter:\n    {show(unexpected)}')
+            parts.append(f'  {len(unexpected)} checkpoint keys that match no backbone parameter:\n'
+                         f'    {show(unexpected)}')
         if shapes:
             parts.append(f'  {len(shapes)} shape mismatches:\n    {show(shapes)}')
         parts.append('  Fix: build the backbone with the architecture the checkpoint was pretrained with '

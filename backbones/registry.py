@@ -1,6 +1,7 @@
 """Register the transfer pieces in MMDetection's AND MMSegmentation's registries (the same classes in both).
 
-Imported by ``backbones/__init__.py`` when mmdet and mmseg are installed, so ``custom_imports=dict(imports=['backbones'])``
+Imported by ``backbones/__init__.py`` when mmdet and mmseg are installed, so
+``custom_imports=dict(imports=['backbones'])``
 in a det or seg config is all it takes.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The project's ViT as a detection / segmentation backbone (registered for MMDetection and MMSegmentation as ``SdAEViT``).
+"""The project's ViT as a detection / segmentation backbone, registered for MMDetection and MMSegmentation as
+``SdAEViT``.
 
 A thin subclass of :class:`backbones.vit.VisionTransformer`: the same parameters and blocks as pretraining, plus what
 transfer needs: multi-block outputs as feature maps, optional final norm on them, frozen stages, and weight loading from
@@ -60,7 +61,7 @@ class SdAEViT(VisionTransformer):
 
     # ---- position embedding for arbitrary input sizes ------------------------------------------------------------
     def patch_pos_embed(self, grid: Grid) -> torch.Tensor:
-        """[1, H*W, D] for ``grid``; resized bicubically from the stored grid when they differ (logged the first time)."""
+        """[1, H*W, D] for ``grid``; resized bicubically from the stored grid when they differ (logged once)."""
         if tuple(grid) != tuple(self.grid) and not self._resize_logged:
             self._resize_logged = True
             print_log(f'SdAEViT: pos_embed resized bicubically from the {self.grid[0]}x{self.grid[1]} grid to '

@@ -84,8 +84,8 @@ def check_coco(root: Path, num_classes: int, f: Findings, decode: bool) -> None:
                     if (root / 'annotations' / f'instances_{split}{s}.json').is_file()), None)
         img_dir = next((root / f'{split}{s}' for s in ('2017', '') if (root / f'{split}{s}').is_dir()), None)
         if ann is None:
-            f.add('missing annotation file', f'{root}/annotations/instances_{split}2017.json (or instances_{split}.json)'
-                                             f' not found: download/unpack the COCO annotations into {root}/annotations')
+            f.add('missing annotation file', f'{root}/annotations/instances_{split}2017.json (or instances_{split}'
+                                             f'.json) not found: unpack the COCO annotations into {root}/annotations')
             continue
         if img_dir is None:
             f.add('missing image folder', f'{root}/{split}2017/ (or {root}/{split}/) not found: unpack the {split} '

@@ -60,8 +60,8 @@ class Preset:
     seg_opts: tuple[str, ...] = ()
 
 
-DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p16_demo.py',
-                 'mae': 'pretrain/configs/mae_vit-tiny-p16_demo.py'}
+DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p8_demo.py',
+                 'mae': 'pretrain/configs/mae_vit-tiny-p8_demo.py'}
 PRESETS: dict[str, Preset] = {
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py',
@@ -79,12 +79,11 @@ PRESETS: dict[str, Preset] = {
                    est={'data': 0, 'pretrain': 3 * 86400, 'export': 60, 'det': 86400, 'det_test': 1800,
                         'seg': 86400, 'seg_test': 1800, 'report': 60}),
 }
-# CI smoke run: a handful of iterations per stage, same code paths.
-TINY = {'pretrain': ('train_cfg.max_epochs=1', 'train_dataloader.dataset.max_images=64'),
-        'det': ('train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=4',
-                'test_dataloader.dataset.indices=4'),
-        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'val_dataloader.dataset.indices=4',
-                'test_dataloader.dataset.indices=4', 'default_hooks.checkpoint.interval=4')}
+# CI smoke run (SDAE_DEMO_BUDGET=tiny): a few images and iterations per stage, same code paths.
+TINY = {'data': ('--num-pretrain', '128', '--num-train', '8', '--num-val', '4'),
+        'pretrain': ('train_cfg.max_epochs=2',),
+        'det': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4'),
+        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4')}
 
 
 def fmt(seconds: float) -> str:
@@ -103,8 +102,8 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         return ['--cfg-options', *items] if items else []
 
     if preset.demo_data:
-        stages.append(Stage('data', [PY, 'tools/make_demo_data.py', '--out', str(args.data_root), '--seed', '0'],
-                            est['data']))
+        stages.append(Stage('data', [PY, 'tools/make_demo_data.py', '--out', str(args.data_root), '--seed', '0',
+                                     *(TINY['data'] if tiny else ())], est['data']))
     backbones: dict[str, Path] = {}
     for method, cfg in preset.pretrain.items():
         if method not in preset.inits:
@@ -160,7 +159,7 @@ def run(stages: list[Stage], work: Path) -> int:
     ratio_num, ratio_den = 0.0, 0.0  # actual / estimated time of the stages run now, to correct the ETA
     t_start = time.time()
     for i, stage in enumerate(pending):
-        scale = ratio_num / ratio_den if ratio_den else 1.0
+        scale = min(max(ratio_num / ratio_den, 0.5), 2.0) if ratio_den else 1.0  # one odd stage must not swing the ETA
         eta = sum(s.est_s for s in pending[i:]) * scale
         print(f'\n[benchmark] stage {done + i + 1}/{len(stages)}: {stage.name} (expected {fmt(stage.est_s * scale)}, '
               f'pipeline ETA {fmt(eta)}, elapsed {fmt(time.time() - t_start)})', flush=True)

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = {k: _plain(v) for k, v in runner.test().items()}
     if not metrics:
-        raise RuntimeError(f'{args.checkpoint}: the evaluation returned no metrics (see the log above: usually the model '
-                           f'predicted nothing above test_cfg score_thr on the whole set); no test_results.json written')
+        raise RuntimeError(f'{args.checkpoint}: the evaluation returned no metrics (see the log above: usually the '
+                           f'model predicted nothing above test_cfg score_thr on the whole set); no test_results.json '
+                           f'written')
     result = dict(task=kind, recipe=Path(args.config).stem, config=args.config, checkpoint=args.checkpoint,
                   pretrained=pretrained, pretrained_meta=meta, metrics=metrics, time=now(), status='ok')
     if int(os.environ.get('RANK', 0)) == 0:

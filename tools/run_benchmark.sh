@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole benchmark (pretrain SdAE & MAE -> export -> Mask R-CNN & UperNet from each init -> test -> report), resumable.
+#   tools/run_benchmark.sh --preset full --gpus 8 --imagenet DIR --coco DIR --ade DIR [--work-dir DIR]
+#   tools/run_benchmark.sh --preset demo-long          # embedded data, ~2 h on 2 CPU cores, 2 seeds
+# See `tools/run_benchmark.sh --help` for every option.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[[ -x "$PY" ]] || PY=python3
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" "$ROOT/tools/run_benchmark.py" "$@"
