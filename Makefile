@@ -16,7 +16,7 @@ doctor: install
 # The main job on the embedded data: pretrain SdAE & MAE, fine-tune Mask R-CNN & UperNet from SdAE, MAE and random
 # init, test, report (work_dirs/demo/report/). Stages are cached: rerun after an interruption to continue.
 demo: install
-	@$(PY) tools/env_check.py >/dev/null || $(PY) tools/env_check.py
+	@$(PY) tools/env_check.py
 	@$(PY) tools/run_benchmark.py --preset demo
 
 test: install

@@ -82,8 +82,8 @@ PRESETS: dict[str, Preset] = {
 # CI smoke run (SDAE_DEMO_BUDGET=tiny): a few images and iterations per stage, same code paths.
 TINY = {'data': ('--num-pretrain', '128', '--num-train', '8', '--num-val', '4'),
         'pretrain': ('train_cfg.max_epochs=2',),
-        'det': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4'),
-        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4')}
+        'det': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2'),
+        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2')}
 
 
 def fmt(seconds: float) -> str:

@@ -1,0 +1,79 @@
+"""`make demo`'s pipeline end to end at tiny budgets, killed with SIGKILL twice (in pretraining, in fine-tuning) and
+resumed: finished stages are not recomputed, interrupted ones continue from their checkpoint, the report is complete."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(work: Path, data: Path, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, 'tools/run_benchmark.py', '--preset', 'demo', '--work-dir', str(work),
+           '--data-root', str(data), '--inits', 'sdae', 'random']
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'SDAE_DEMO_BUDGET': 'tiny'}
+    # A new session so that the kill reaches every process of the pipeline, as a closed terminal or an OOM kill would.
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f'pipeline ended (rc {proc.returncode}) before {path} appeared'
+        assert time.time() - t0 < timeout, f'{path} did not appear within {timeout} s'
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _stages_run(log: Path) -> list[str]:
+    return re.findall(r'^\[benchmark\] stage \d+/\d+: (\S+)', log.read_text(), flags=re.M)
+
+
+def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
+    work, data = tmp_path / 'work', tmp_path / 'data'
+    logs = [tmp_path / f'run{i}.log' for i in range(3)]
+
+    # 1) killed during pretraining, right after its first epoch checkpoint
+    _kill_when(_start(work, data, logs[0]), work / 'pretrain_sdae' / 'epoch_1.pth')
+    data_marker = work / 'stages' / 'data.done'
+    assert data_marker.is_file() and not (work / 'stages' / 'pretrain-sdae.done').exists()
+    data_mtime = data_marker.stat().st_mtime_ns
+
+    # 2) resumed, then killed during fine-tuning, after the first fine-tuning checkpoint
+    _kill_when(_start(work, data, logs[1]), work / 'finetune' / 'det_sdae_seed0' / 'iter_2.pth')
+    text = logs[1].read_text()
+    assert _stages_run(logs[1])[0] == 'pretrain-sdae', 'the finished data stage was run again'
+    assert 'resumed epoch: 1' in text, 'pretraining did not resume from its epoch-1 checkpoint'
+    assert (work / 'stages' / 'export-sdae.done').is_file()
+
+    # 3) runs to the end
+    proc = _start(work, data, logs[2])
+    assert proc.wait(timeout=900) == 0, logs[2].read_text()[-3000:]
+    text = logs[2].read_text()
+    assert _stages_run(logs[2])[0] == 'det-sdae-seed0', 'finished stages were run again'
+    assert re.search(r'resumed epoch: \d+, iter: 2', text), 'fine-tuning did not resume from its iter-2 checkpoint'
+    assert data_marker.stat().st_mtime_ns == data_mtime
+
+    for run in ['det_sdae_seed0', 'det_random_seed0', 'seg_sdae_seed0', 'seg_random_seed0']:
+        status = json.loads((work / 'finetune' / run / 'run_status.json').read_text())
+        assert status['status'] == 'finished', (run, status)
+        results = json.loads((work / 'finetune' / run / 'test_results.json').read_text())
+        assert results['status'] == 'ok'
+        key = 'coco/bbox_mAP' if run.startswith('det') else 'mIoU'
+        assert isinstance(results['metrics'][key], float)
+    sdae_meta = json.loads((work / 'finetune' / 'det_sdae_seed0' / 'run_status.json').read_text())['pretrained_meta']
+    assert sdae_meta['method'] == 'sdae' and sdae_meta['branch'] == 'student'
+
+    report = work / 'report'
+    assert (report / 'report.html').stat().st_size > 10_000
+    md = (report / 'report.md').read_text()
+    assert 'random init (baseline)' in md and 'sdae 2ep student' in md
+    assert all((report / name).is_file() for name in ('results.json', 'results.csv', 'plots/pretrain_loss.png'))
