@@ -38,8 +38,8 @@ def export_backbone(ckpt: str | Path, out: str | Path, branch: str = 'student') 
     prefix = PREFIX[branch]
     state = {k[len(prefix):]: v for k, v in obj['state_dict'].items() if k.startswith(prefix)}
     if not state:
-        raise ExportError(f"{ckpt}: no '{prefix}*' weights; a {sdae['method']} checkpoint has no {branch} "
-                          f"(MAE has no teacher: use --branch student)")
+        hint = ' (MAE has no teacher: use --branch student)' if sdae['method'] == 'mae' else ''
+        raise ExportError(f"{ckpt}: no '{prefix}*' weights in this {sdae['method']} checkpoint{hint}")
     # Prove the export loads before writing it: every key of the backbone present, nothing left over.
     arch = dict(sdae['arch'])
     missing, unexpected = VisionTransformer(**arch).load_state_dict(state, strict=False)
