@@ -7,11 +7,12 @@
    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD. mmengine's local checkpoint loader is replaced (through its own ``register_scheme``
    hook) by :func:`safe_torch_load`, so a refused file gets one clear message naming the file and the fix.
 2. Saving. mmengine writes checkpoints with ``LocalBackend.put`` straight onto the target path: a run killed mid-write
-   leaves a truncated ``epoch_N.pth`` that ``--resume`` then picks. We register a local backend that writes to a temporary
-   file in the same folder, fsyncs and renames (atomic on POSIX), through mmengine's ``register_backend``.
+   leaves a truncated ``epoch_N.pth`` that ``--resume`` then picks. We register a local backend that writes to a
+   temporary file in the same folder, fsyncs and renames (atomic on POSIX), through mmengine's ``register_backend``.
 """
 from __future__ import annotations
 
+import argparse
 import builtins
 import codecs
 import os
@@ -43,12 +44,13 @@ def _numpy_globals() -> list[Any]:
 # Exactly what mmengine / mmdet / mmseg Runner checkpoints contain beyond tensors and containers.
 # `getattr` is needed because HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'min'); it does not
 # open code execution: the unpickler still only calls allow-listed callables, so nothing reached through it is callable.
-ALLOWED_GLOBALS: list[Any] = [HistoryBuffer, codecs.encode, builtins.getattr, *_numpy_globals()]
+# argparse.Namespace: official SdAE / MAE checkpoints store their command line as `args`; it is plain attribute data.
+ALLOWED_GLOBALS: list[Any] = [HistoryBuffer, codecs.encode, builtins.getattr, argparse.Namespace, *_numpy_globals()]
 torch.serialization.add_safe_globals(ALLOWED_GLOBALS)
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
-    """``torch.load`` with ``weights_only=True`` and the suite's allow-list; clear errors for refused or broken files."""
+    """``torch.load`` with ``weights_only=True`` and the suite's allow-list; clear errors for refused/broken files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint not found: {path} (check the path; relative paths are from {Path.cwd()})')
@@ -60,12 +62,13 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
         raise UnsafeCheckpointError(
             f'{path}: refused to unpickle: it contains objects outside the allow-list of checkpoint types, and '
             f'loading it could run code ({culprit[:300]}). If you trust where this file comes from, '
-            f're-save only its tensors once (torch.load(..., weights_only=False), then torch.save(state_dict, new_path)) '
+            f're-save only its tensors once (torch.load(..., weights_only=False), then '
+            f'torch.save(state_dict, new_path)) '
             f'and use the new file.') from None
     except (RuntimeError, EOFError) as e:
         if 'failed finding central directory' in str(e) or 'PytorchStreamReader' in str(e) or isinstance(e, EOFError):
-            raise RuntimeError(f'{path}: the checkpoint file is truncated or corrupt ({e}); it was probably written by a '
-                               f'run that was killed while saving. Delete it and use an earlier checkpoint.') from None
+            raise RuntimeError(f'{path}: the checkpoint file is truncated or corrupt ({e}); it was probably written by '
+                               f'a run that was killed while saving. Delete it and use an earlier checkpoint.') from None
         raise
 
 

@@ -4,10 +4,10 @@ Parameter names are timm's (and therefore MAE's / official SdAE's): ``cls_token`
 ``patch_embed.proj.*``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``, ``norm.*``.
 A timm ``vit_*_patch16_*`` state dict loads into it unchanged.
 
-Written by hand (not ``timm.models.VisionTransformer``) because transfer needs, in the same block, window attention with a
-list of global blocks (ViTDet), a zero-initialised relative position bias (BEiT/CAE) that follows the feature-map size,
-and attention over an arbitrary subset of patches (MAE masking, SdAE multi-fold teacher views); timm's Block has none of
-these. The building blocks themselves (PatchEmbed, Mlp, DropPath, init) are timm's.
+Written by hand (not ``timm.models.VisionTransformer``) because transfer needs, in the same block, window attention
+with a list of global blocks (ViTDet), a zero-initialised relative position bias (BEiT/CAE) that follows the feature-map
+size, and attention over an arbitrary subset of patches (MAE masking, SdAE multi-fold teacher views); timm's Block has
+none of these. The building blocks themselves (PatchEmbed, Mlp, DropPath, init) are timm's.
 """
 from __future__ import annotations
 

@@ -114,6 +114,16 @@ def test_plain_pickle_file_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_official_mae_style_checkpoint_with_args_namespace_loads(tmp_path):
+    import argparse
+
+    path = tmp_path / 'checkpoint-299.pth'
+    args = argparse.Namespace(model='mae_vit_base_patch16', mask_ratio=0.75, blr=1.5e-4, norm_pix_loss=True)
+    torch.save({'model': {'cls_token': torch.zeros(1, 1, 8)}, 'epoch': 299, 'args': args}, path)
+    obj = safe_torch_load(path)
+    assert obj['args'].mask_ratio == 0.75 and obj['epoch'] == 299
+
+
 def test_truncated_and_missing_checkpoints_name_the_file(tmp_path):
     good = tmp_path / 'good.pth'
     atomic_torch_save({'w': torch.arange(1000.0)}, good)

@@ -18,5 +18,5 @@ if [[ "$GPUS" -le 1 ]]; then
   exec "$PY" "$ROOT/tools/test.py" "$CONFIG" "$CKPT" --launcher none "$@"
 fi
 exec "$PY" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-  --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
+  --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-${PORT:-29500}}" --nproc_per_node="$GPUS" \
   "$ROOT/tools/test.py" "$CONFIG" "$CKPT" --launcher pytorch "$@"

@@ -65,5 +65,5 @@ demo_param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=demo_max_iters, by_epoch=False, milestones=[80], gamma=0.1),
 ]
 demo_default_hooks = dict(logger=dict(interval=10),
-                          checkpoint=dict(by_epoch=False, interval=demo_max_iters, max_keep_ckpts=1))
+                          checkpoint=dict(by_epoch=False, interval=25, max_keep_ckpts=1))  # resumable after a kill
 demo_log_processor = dict(by_epoch=False)
