@@ -68,7 +68,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
     except (RuntimeError, EOFError) as e:
         if 'failed finding central directory' in str(e) or 'PytorchStreamReader' in str(e) or isinstance(e, EOFError):
             raise RuntimeError(f'{path}: the checkpoint file is truncated or corrupt ({e}); it was probably written by '
-                               f'a run that was killed while saving. Delete it and use an earlier checkpoint.') from None
+                               f'a run that was killed while saving. Delete it; use an earlier checkpoint.') from None
         raise
 
 
