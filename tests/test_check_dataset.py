@@ -46,6 +46,7 @@ def test_broken_coco_copy_lists_every_defect(demo, tmp_path):
     data['annotations'][1]['category_id'] = 99
     data['annotations'][2]['image_id'] = 12345
     data['annotations'][3]['segmentation'] = [[1, 2, 3, 4]]  # two points
+    data['annotations'][4]['bbox'] = [1000, 1000, 10, 10]  # an annotation out of the image
     data['categories'] = data['categories'][:5]
     ann_file.write_text(json.dumps(data))
     (root / 'val').rename(root / 'valid')  # wrong folder name
@@ -55,6 +56,7 @@ def test_broken_coco_copy_lists_every_defect(demo, tmp_path):
     assert any(images[0].name in m for m in problems['missing image files'])
     assert any(images[1].name in m for m in problems['undecodable images'])
     assert any('non-positive' in m for m in problems['bad boxes'])
+    assert any('lies outside' in m and '[1000, 1000, 10, 10]' in m for m in problems['bad boxes'])
     assert any('category_id 99' in m for m in problems['unknown category ids'])
     assert any('image_id 12345' in m for m in problems['dangling image ids'])
     assert any('>= 3' in m for m in problems['bad polygons'])
