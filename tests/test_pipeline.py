@@ -23,11 +23,14 @@ def _start(work: Path, data: Path, log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+def _kill_when_recorded(proc: subprocess.Popen, work_dir: Path, checkpoint: str, timeout: float = 600) -> None:
+    """SIGKILL the whole pipeline once mmengine has recorded ``checkpoint`` as the latest of ``work_dir`` (the record,
+    not the file, is what ``--resume`` reads)."""
+    record = work_dir / 'last_checkpoint'
     t0 = time.time()
-    while not path.exists():
-        assert proc.poll() is None, f'pipeline ended (rc {proc.returncode}) before {path} appeared'
-        assert time.time() - t0 < timeout, f'{path} did not appear within {timeout} s'
+    while not (record.is_file() and record.read_text().strip().endswith(checkpoint)):
+        assert proc.poll() is None, f'pipeline ended (rc {proc.returncode}) before {checkpoint} was recorded'
+        assert time.time() - t0 < timeout, f'{checkpoint} was not recorded in {record} within {timeout} s'
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -42,13 +45,13 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
     logs = [tmp_path / f'run{i}.log' for i in range(3)]
 
     # 1) killed during pretraining, right after its first epoch checkpoint
-    _kill_when(_start(work, data, logs[0]), work / 'pretrain_sdae' / 'epoch_1.pth')
+    _kill_when_recorded(_start(work, data, logs[0]), work / 'pretrain_sdae', 'epoch_1.pth')
     data_marker = work / 'stages' / 'data.done'
     assert data_marker.is_file() and not (work / 'stages' / 'pretrain-sdae.done').exists()
     data_mtime = data_marker.stat().st_mtime_ns
 
     # 2) resumed, then killed during fine-tuning, after the first fine-tuning checkpoint
-    _kill_when(_start(work, data, logs[1]), work / 'finetune' / 'det_sdae_seed0' / 'iter_2.pth')
+    _kill_when_recorded(_start(work, data, logs[1]), work / 'finetune' / 'det_sdae_seed0', 'iter_2.pth')
     text = logs[1].read_text()
     assert _stages_run(logs[1])[0] == 'pretrain-sdae', 'the finished data stage was run again'
     assert 'resumed epoch: 1' in text, 'pretraining did not resume from its epoch-1 checkpoint'

@@ -48,7 +48,7 @@ class RecordLossTestHook(Hook):
 
 
 class _Interrupt(KeyboardInterrupt):
-    pass
+    """Stands in for Ctrl-C in the middle of a run."""
 
 
 @HOOKS.register_module(force=True)

@@ -22,6 +22,15 @@ def test_pretrained_checkpoint_that_does_not_exist(tmp_path):
     assert f'checkpoint not found: {missing}' in proc.stderr + proc.stdout
 
 
+def test_dataset_folder_that_does_not_exist(tmp_path):
+    missing = tmp_path / 'no_ade_here'
+    proc = _run('tools/train.py', 'seg_configs/sdae_upernet_demo.py', '--work-dir', str(tmp_path / 'wd'),
+                '--cfg-options', f'train_dataloader.dataset.data_root={missing}')
+    assert proc.returncode != 0
+    out = proc.stderr + proc.stdout
+    assert f'dataset folder not found: {missing}' in out and 'make data' in out and 'check_dataset.py' in out
+
+
 def test_export_of_a_truncated_pretraining_checkpoint(tmp_path):
     import torch
 

@@ -22,7 +22,7 @@ PREFIX = {'student': 'encoder.', 'teacher': 'teacher.'}
 
 
 class ExportError(ValueError):
-    pass
+    """The checkpoint cannot be exported as a backbone (the message says why and what to do)."""
 
 
 def export_backbone(ckpt: str | Path, out: str | Path, branch: str = 'student') -> dict:

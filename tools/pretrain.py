@@ -30,7 +30,7 @@ RUNNER_KEYS = {'launcher', 'work_dir', 'experiment_name', 'auto_scale_lr', 'comp
 
 
 class ConfigError(ValueError):
-    pass
+    """A pretraining config that cannot run as written (the message names the key and the fix)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

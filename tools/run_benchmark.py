@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,11 +197,8 @@ def main() -> int:
     parser.add_argument('--seeds', nargs='+', type=int, help="fine-tuning seeds (default: the preset's)")
     parser.add_argument('--dry-run', action='store_true', help='print the stages and exit')
     args = parser.parse_args()
-    preset = PRESETS[args.preset]
-    if args.inits:
-        preset.inits = tuple(args.inits)
-    if args.seeds:
-        preset.seeds = tuple(args.seeds)
+    preset = replace(PRESETS[args.preset], inits=tuple(args.inits or PRESETS[args.preset].inits),
+                     seeds=tuple(args.seeds or PRESETS[args.preset].seeds))
     if not preset.demo_data:
         missing = [n for n in ('imagenet', 'coco', 'ade') if getattr(args, n) is None]
         if missing:

@@ -116,11 +116,28 @@ def build_cfg(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def check_inputs(cfg: Config) -> None:
+    """Fail before any model is built on the commonest mistakes: a wrong checkpoint path, a wrong data root."""
+    init = (cfg.model.get('backbone') or {}).get('init_cfg') or {}
+    ckpt = init.get('checkpoint') if isinstance(init, dict) else None
+    if ckpt and not Path(ckpt).is_file():
+        raise SystemExit(f'[train] checkpoint not found: {ckpt} (the pretrained backbone; check --pretrained or '
+                         f'model.backbone.init_cfg.checkpoint)')
+    for split in ('train_dataloader', 'val_dataloader'):
+        dataset = (cfg.get(split) or {}).get('dataset') or {}
+        root = dataset.get('data_root')
+        if root and not Path(root).is_dir():
+            raise SystemExit(f'[train] dataset folder not found: {root} ({split}.dataset.data_root). For the embedded '
+                             f'demo data run `make data`; for your own data pass --cfg-options '
+                             f'{split}.dataset.data_root=PATH and check it with tools/check_dataset.py.')
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_cfg(args)
     kind = task_of(cfg)
     notes = adapt_to_machine(cfg, args.launcher, args.amp)
+    check_inputs(cfg)
     pretrained, meta = pretrained_of(cfg)
     rank = int(os.environ.get('RANK', 0))
     if rank == 0:
