@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$PY" ]] || PY=python
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-if [[ "$GPUS" -le 1 ]]; then
+if [[ "$GPUS" -le 1 && "${NNODES:-1}" == 1 ]]; then  # one process: no launcher (works on CPU)
   exec "$PY" "$ROOT/tools/train.py" "$CONFIG" --launcher none "$@"
 fi
 exec "$PY" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
