@@ -9,6 +9,9 @@ lr of a parameter at depth d = base_lr * decay ** (num_layers - 1 - d): with the
 block i -> i + 1, rest L + 1; num_layers = L + 2) that is decay ** (L + 1 - d).
 No weight decay on norms and biases (ndim <= 1) and on the names the module lists in ``no_weight_decay()``
 (pos_embed, cls_token, relative position tables).
+``custom_keys`` works as in mmengine (the longest key that is a substring of the parameter name wins; its ``lr_mult``
+and ``decay_mult`` multiply the layer-decayed lr and the weight decay), e.g. a slower neck or no decay on a head.
+Any other ``paramwise_cfg`` key is an error rather than silently ignored.
 """
 from __future__ import annotations
 
@@ -29,10 +32,28 @@ def find_depth_module(model: nn.Module) -> tuple[str, nn.Module]:
                     f"constructor='LayerDecayConstructor' from optim_wrapper.")
 
 
+SUPPORTED_PARAMWISE_KEYS = ('layer_decay_rate', 'custom_keys')
+SUPPORTED_CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
+
+
+def _check_paramwise_cfg(cfg: dict) -> None:
+    unknown = sorted(set(cfg) - set(SUPPORTED_PARAMWISE_KEYS))
+    if unknown:
+        raise ValueError(f'optim_wrapper.paramwise_cfg has {unknown}, which LayerDecayConstructor does not apply; it '
+                         f'supports {list(SUPPORTED_PARAMWISE_KEYS)} (norms, biases and no_weight_decay() names never '
+                         f'get weight decay). Fix the key or remove it.')
+    for key, fields in cfg.get('custom_keys', {}).items():
+        bad = sorted(set(fields) - set(SUPPORTED_CUSTOM_KEY_FIELDS))
+        if bad:
+            raise ValueError(f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}] has {bad}; supported: '
+                             f'{list(SUPPORTED_CUSTOM_KEY_FIELDS)}.')
+
+
 class LayerDecayConstructor(DefaultOptimWrapperConstructor):
     """``optim_wrapper=dict(constructor='LayerDecayConstructor', paramwise_cfg=dict(layer_decay_rate=0.65), ...)``."""
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None):
+        _check_paramwise_cfg(dict(paramwise_cfg or {}))
         # The default constructor skips add_params when paramwise_cfg is empty; layer decay always needs it.
         super().__init__(optim_wrapper_cfg, dict(paramwise_cfg or {}) or dict(layer_decay_rate=1.0))
 
@@ -43,7 +64,10 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
         depth_of: Callable[[str], tuple[int, int]] = depth_module.get_layer_depth
         no_wd_names = set(getattr(depth_module, 'no_weight_decay', lambda: set())())
         _, num_layers = depth_of('')
-        groups: dict[tuple[int, bool], dict] = {}
+        custom_keys: dict[str, dict] = dict(self.paramwise_cfg.get('custom_keys', {}))
+        # mmengine's precedence: longest key first, alphabetical among equal lengths
+        custom_order = sorted(sorted(custom_keys), key=len, reverse=True)
+        groups: dict[tuple[int, bool, str | None], dict] = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue  # frozen stages
@@ -51,15 +75,18 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
             local = name[len(root) + 1:] if root and inside else name
             depth = depth_of(local)[0] if inside else num_layers - 1
             no_wd = param.ndim <= 1 or name.endswith('.bias') or (inside and local in no_wd_names)
-            key = (depth, no_wd)
+            custom = next((k for k in custom_order if k in name), None)
+            key = (depth, no_wd, custom)
             if key not in groups:
-                scale = decay ** (num_layers - 1 - depth)
+                mults = custom_keys.get(custom, {})
+                scale = decay ** (num_layers - 1 - depth) * float(mults.get('lr_mult', 1.0))
+                wd = 0.0 if no_wd else base_wd * float(mults.get('decay_mult', 1.0))
                 groups[key] = dict(params=[], lr=base_lr * scale, lr_scale=scale, layer_depth=depth,
-                                   weight_decay=0.0 if no_wd else base_wd, param_names=[])
+                                   weight_decay=wd, param_names=[])
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
         # Deepest first: mmengine logs the first group's lr, which is then the undecayed (neck / head) lr.
-        params.extend(groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1])))
+        params.extend(groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1], k[2] or '')))
         print_log(f'layer-wise lr decay {decay} over {num_layers} depths of {root or type(module).__name__} '
                   f'(base lr {base_lr:g}, wd {base_wd:g}): {len(groups)} parameter groups, lr scale '
                   f'{min(g["lr_scale"] for g in groups.values()):.4g} .. 1; no weight decay on '

@@ -175,3 +175,29 @@ def test_layer_decay_groups_on_the_real_backbone():
     assert checked == len(names) - len(list(model.backbone.blocks[0].parameters()))
     assert {g['layer_depth'] for g in groups} == set(range(2, 14)) | {0}
     assert max(g['lr'] for g in groups) == pytest.approx(1e-3)
+
+
+def test_layer_decay_custom_keys_multiply_and_unknown_keys_fail():
+    model = _Detector()
+    paramwise = dict(layer_decay_rate=0.5,
+                     custom_keys={'neck': dict(lr_mult=0.1), 'neck.0': dict(lr_mult=3.0, decay_mult=0.0),
+                                  'blocks.11.mlp': dict(decay_mult=2.0)})
+    wrapper = LayerDecayConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)), paramwise)(model)
+    where = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
+    names = dict(model.named_parameters())
+    # the longest matching key wins: neck.0 (conv) gets x3 and no decay, neck.1 (BN) gets x0.1
+    assert where[id(names['neck.0.weight'])]['lr'] == pytest.approx(3e-3)
+    assert where[id(names['neck.0.weight'])]['weight_decay'] == 0.0
+    assert where[id(names['neck.1.weight'])]['lr'] == pytest.approx(1e-4)
+    # custom multipliers compose with layer decay (block 11 is depth 12 of 14: one step below the top)
+    fc = where[id(names['backbone.blocks.11.mlp.fc1.weight'])]
+    assert (fc['lr'], fc['weight_decay']) == (pytest.approx(5e-4), pytest.approx(0.1))
+    assert where[id(names['backbone.blocks.11.mlp.fc1.bias'])]['weight_decay'] == 0.0  # biases never decay
+    assert where[id(names['backbone.blocks.10.mlp.fc1.weight'])]['weight_decay'] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match=r"\['layer_decay'\].*layer_decay_rate"):
+        LayerDecayConstructor(dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3)),
+                              dict(layer_decay=0.65))
+    with pytest.raises(ValueError, match=r"custom_keys\['neck'\] has \['lr_multi'\]"):
+        LayerDecayConstructor(dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3)),
+                              dict(layer_decay_rate=0.65, custom_keys={'neck': dict(lr_multi=0.1)}))
