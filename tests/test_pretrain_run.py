@@ -208,6 +208,12 @@ def test_corrupt_image_in_worker_names_the_file(tmp_path, data_root, capsys):
                           'train_dataloader.dataset.skip_corrupt=True']) == 0
     log = next(wd.glob('*/*.log')).read_text()
     assert 'skipped 1 unreadable image(s) in this batch (1 so far)' in log
+    assert '(2 so far)' in log  # the broken file comes round once per epoch
+    # the count lives in the checkpoint: a resumed, extended run goes on from 2
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--resume', '--cfg-options', 'experiment_name=run_skip2',
+                          'train_dataloader.dataset.skip_corrupt=True', 'train_cfg.max_epochs=3']) == 0
+    resumed_log = max(wd.glob('*/*.log'), key=lambda p: p.stat().st_mtime)
+    assert 'skipped 1 unreadable image(s) in this batch (3 so far)' in resumed_log.read_text()
 
 
 @pytest.mark.parametrize('option, message', [
