@@ -260,10 +260,13 @@ class VisionTransformer(nn.Module):
         tokens: [B, L, D] from :meth:`embed`; index: [B', K] patch indices with B' = B * r (r sequences per image,
         rows of image b are b*r ... b*r + r - 1). Returns the normalised output [B', P + K, D] (cls first).
         """
-        b, _, d = tokens.shape
+        b, length, d = tokens.shape
+        if index.shape[0] % b:
+            raise ValueError(f'index has {index.shape[0]} rows, not a multiple of the batch size {b}')
         r = index.shape[0] // b
-        src = tokens.repeat_interleave(r, dim=0) if r > 1 else tokens
-        x = torch.gather(src, 1, index.unsqueeze(-1).expand(-1, -1, d))
+        # Index the flattened tokens instead of repeating them r times: no [B * r, L, D] copy of the whole sequence.
+        image = torch.arange(b, device=index.device).repeat_interleave(r)
+        x = tokens.reshape(b * length, d)[index + (image * length).unsqueeze(1)]
         x, _ = self.run_blocks(self.prepend_cls(x))
         return self.norm(x)
 

@@ -55,6 +55,23 @@ def test_multifold_partition_ragged():
         fold_sizes(4, 5)
 
 
+def test_forward_subset_equals_explicit_gather_and_backpropagates():
+    vit = tiny_model().encoder.eval()
+    tokens = torch.randn(2, 16, 32, requires_grad=True)
+    index = torch.stack([torch.randperm(16)[:5] for _ in range(6)])  # r = 3 rows per image
+    got = vit.forward_subset(tokens, index)
+    picked = torch.stack([tokens[row // 3, index[row]] for row in range(6)])
+    ref = vit.norm(vit.run_blocks(vit.prepend_cls(picked))[0])
+    torch.testing.assert_close(got, ref)
+    got.sum().backward()
+    touched = torch.zeros(2, 16, dtype=torch.bool)
+    for row in range(6):
+        touched[row // 3, index[row]] = True
+    assert torch.equal(tokens.grad.abs().sum(-1) > 0, touched)  # gradient reaches exactly the selected patches
+    with pytest.raises(ValueError, match='not a multiple of the batch size 2'):
+        vit.forward_subset(tokens, index[:5])
+
+
 def test_teacher_folds_batched_equal_per_fold_loop_ragged():
     model = tiny_model(num_folds=5).eval()  # 16 patches, 12 masked -> folds 3, 3, 2, 2, 2
     x = torch.randn(2, 3, 32, 32)
