@@ -55,6 +55,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
     dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[163889, 177546], gamma=0.1),
 ]
-default_hooks = dict(logger=dict(interval=50), checkpoint=dict(by_epoch=False, interval=interval, max_keep_ckpts=2))
+default_hooks = dict(logger=dict(interval=50, log_metric_by_epoch=False),  # val metrics at their iteration
+                     checkpoint=dict(by_epoch=False, interval=interval, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(base_batch_size=64)

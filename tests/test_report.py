@@ -230,6 +230,23 @@ def test_curves_merge_resumed_sessions(tmp_path):
     assert [r['step'] for r in val] == [1, 2] and val[1]['coco/bbox_mAP'] == pytest.approx(0.2)
 
 
+def test_iteration_run_validations_placed_at_their_iteration(tmp_path):
+    # mmengine's LoggerHook(log_metric_by_epoch=True), its default, logs every validation of an IterBasedTrainLoop
+    # at step 0; without care they collapse into one point at x = 0.
+    log = tmp_path / 'det' / '20261126_100000' / 'vis_data' / 'scalars.json'
+    log.parent.mkdir(parents=True)
+    lines = []
+    for it in range(10, 70, 10):
+        lines.append({'lr': 1e-4, 'loss': 1.0 / it, 'iter': it, 'step': it})
+        if it % 20 == 0:
+            lines.append({'coco/bbox_mAP': it / 100, 'step': 0})
+    log.write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    notes = []
+    train, val = read_scalars(tmp_path / 'det', notes)
+    assert [r['step'] for r in train] == [10, 20, 30, 40, 50, 60] and notes == []
+    assert [(r['step'], r['coco/bbox_mAP']) for r in val] == [(20, 0.2), (40, 0.4), (60, 0.6)]
+
+
 def test_mixed_recipes_refused_then_allowed(tmp_path, capsys):
     make_run(tmp_path / 'runs' / 'a', 'det', DET, metrics=coco_metrics(0.3, 0.25), epochs=1)
     make_run(tmp_path / 'runs' / 'b', 'det', 'mask_rcnn_vit_1x', ckpt='sdae.pth', meta=backbone_meta('sdae'),

@@ -73,6 +73,7 @@ def test_full_size_configs_build_the_recipe(config):
     if 'vitdet' in config:
         assert [blk.window_size for blk in b.blocks] == [14, 14, 0] * 4 and b.cls_token is None
         assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7 and cfg.train_cfg.max_iters == 184375
+        assert cfg.default_hooks.logger.log_metric_by_epoch is False  # val metrics at their iteration
     elif cfg.default_scope == 'mmseg':
         assert b.grid == (32, 32) and cfg.model.test_cfg.mode == 'slide'
         assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65 and cfg.train_cfg.max_iters == 160000
@@ -98,7 +99,10 @@ def test_demo_config_trains_one_step_and_evaluates(config, workspace, monkeypatc
     ckpt = work / 'iter_1.pth'
     assert ckpt.is_file() and (work / 'last_checkpoint').is_file()
     scalars = list(work.glob('*/vis_data/scalars.json'))
-    assert scalars and 'loss' in json.loads(scalars[0].read_text().splitlines()[0])
+    records = [json.loads(line) for line in scalars[0].read_text().splitlines()]
+    assert scalars and 'loss' in records[0]
+    val_steps = [r['step'] for r in records if 'lr' not in r and not any(k.startswith('loss') for k in r)]
+    assert val_steps == [1]  # logged at its iteration, not at mmengine's 'epoch 0'
 
     result = test_tool.main([str(ROOT / config), str(ckpt), '--cfg-options',
                              *[o for o in opts if o.startswith(('val_', 'test_'))]])

@@ -148,6 +148,7 @@ def read_scalars(work_dir: Path, notes: list[str]) -> tuple[list[dict], list[dic
         except OSError as e:
             notes.append(f'{log}: cannot be read ({e})')
             continue
+        last_train: dict | None = None
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -161,6 +162,12 @@ def read_scalars(work_dir: Path, notes: list[str]) -> tuple[list[dict], list[dic
                 continue
             # LoggerHook writes training lines with lr/loss* and validation lines with the metrics only.
             is_train = 'lr' in rec or any(k.startswith('loss') for k in rec)
+            if is_train:
+                last_train = rec
+            elif last_train is not None and 'epoch' not in last_train and rec['step'] < last_train['step']:
+                # An iteration-based run logged with LoggerHook(log_metric_by_epoch=True), mmengine's default, stamps
+                # every validation with step = epoch = 0; it ran right after the last training line before it.
+                rec = dict(rec, step=last_train['step'])
             (train if is_train else val)[int(rec['step'])] = rec
         if bad:
             where = f'line {bad[0]}' if len(bad) == 1 else f'{len(bad)} lines (first: {bad[0]})'

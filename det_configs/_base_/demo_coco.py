@@ -64,6 +64,7 @@ demo_param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),
     dict(type='MultiStepLR', begin=0, end=demo_max_iters, by_epoch=False, milestones=[80], gamma=0.1),
 ]
-demo_default_hooks = dict(logger=dict(interval=10),
+# iteration-based: validation metrics are logged at their iteration, not at 'epoch 0' (mmengine's default)
+demo_default_hooks = dict(logger=dict(interval=10, log_metric_by_epoch=False),
                           checkpoint=dict(by_epoch=False, interval=25, max_keep_ckpts=1))  # resumable after a kill
 demo_log_processor = dict(by_epoch=False)
