@@ -74,8 +74,9 @@ PRESETS: dict[str, Preset] = {
                         det_opts=('train_cfg.max_iters=600', 'train_cfg.val_interval=200', 'param_scheduler.1.end=600',
                                   'param_scheduler.1.milestones=[480]'),
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
-                        est={'data': 40, 'pretrain': 650, 'export': 10, 'det': 800, 'det_test': 20, 'seg': 250,
-                             'seg_test': 15, 'report': 10}),
+                        # measured 2026-11-26 on 2 CPU cores (1 h 42 min in all)
+                        est={'data': 40, 'pretrain': 560, 'export': 6, 'det': 630, 'det_test': 17, 'seg': 170,
+                             'seg_test': 11, 'report': 5}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',
                              'mae': 'pretrain/configs/mae_vit-base-p16_300e_in1k.py'},
                    det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py', demo_data=False,
