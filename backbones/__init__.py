@@ -6,7 +6,10 @@ Pretraining needs neither toolbox, so it can import ``backbones.vit`` without th
 """
 from importlib.util import find_spec
 
-from . import checkpoint_io  # noqa: F401  (side effect: safe loading + atomic saving for every mmengine run)
+from . import (
+    checkpoint_io,  # noqa: F401  (side effect: safe loading + atomic saving for every mmengine run)
+    run_safety,  # noqa: F401  (side effect: crash-safe checkpoint rotation, non-finite gradient guard)
+)
 from .vit import VisionTransformer
 
 __all__ = ['VisionTransformer']

@@ -1,32 +1,49 @@
 """Safe and atomic checkpoint I/O for the whole suite, installed once when ``backbones`` is imported.
 
-1. Loading. torch >= 2.6 unpickles with ``weights_only=True``: only allow-listed globals are resolved and only
-   allow-listed callables are called, so a checkpoint cannot run code. mmengine 0.10.7 predates that, and its Runner
-   checkpoints carry a few non-tensor objects (the message hub's ``HistoryBuffer`` and numpy scalars/arrays). We
-   allow-list exactly those and keep the protection on for everything else, instead of turning it off globally with
-   TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD. mmengine's local checkpoint loader is replaced (through its own ``register_scheme``
-   hook) by :func:`safe_torch_load`, so a refused file gets one clear message naming the file and the fix.
+1. Loading: one gate for every checkpoint the suite or mmengine reads, whatever its location.
+   torch >= 2.6 unpickles with ``weights_only=True``: only allow-listed globals are resolved and only allow-listed
+   callables are called. mmengine 0.10.7 predates that, and its Runner checkpoints carry a few non-tensor objects (the
+   message hub's ``HistoryBuffer`` and numpy scalars/arrays), so we allow-list exactly those data types and keep the
+   protection on for everything else, instead of turning it off globally with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+   No generic callable is ever allow-listed: ``getattr`` in particular would let a pickle walk from any allowed function
+   to ``builtins.eval`` or to a module's ``__globals__`` (tests/test_checkpoint_security.py builds both exploits and
+   shows they run under a plain ``getattr`` allow-list). Old mmengine checkpoints do contain
+   ``getattr(HistoryBuffer, 'min')`` (pickle protocol 2 writes a nested qualified name that way), so the name
+   ``builtins.getattr`` resolves to :func:`_history_buffer_statistic`, which returns HistoryBuffer's statistics methods
+   and refuses anything else. New checkpoints do not contain it at all (see :func:`_reduce_history_buffer`).
+   Every scheme mmengine's ``CheckpointLoader`` knows (local paths, http/https, torchvision://, modelzoo://,
+   open-mmlab://, openmmlab://, mmcls://, pavi://, s3:// and petrel) is re-registered here: remote files are first
+   downloaded (into torch's hub cache, like mmengine does) or read as bytes, then go through :func:`safe_torch_load`.
+   mmengine's own loaders for the remote schemes call ``torch.hub.load_state_dict_from_url``, which defaults to
+   ``weights_only=False``: a URL would otherwise bypass the allow-list entirely.
 2. Saving. mmengine writes checkpoints with ``LocalBackend.put`` straight onto the target path: a run killed mid-write
    leaves a truncated ``epoch_N.pth`` that ``--resume`` then picks. We register a local backend that writes to a
    temporary file in the same folder, fsyncs and renames (atomic on POSIX), through mmengine's ``register_backend``.
+   (Rotation of old checkpoints, crash-safe at every instant, is ``backbones.run_safety.CrashSafeCheckpointHook``.)
 """
 from __future__ import annotations
 
 import argparse
-import builtins
 import codecs
+import io
+import logging
 import os
 import pickle
+import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.fileio import io as _fileio_io
+from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
+from mmengine.runner import checkpoint as _mm_ckpt
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -41,48 +58,233 @@ def _numpy_globals() -> list[Any]:
     return [core._reconstruct, core.scalar, np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
 
 
-# Exactly what mmengine / mmdet / mmseg Runner checkpoints contain beyond tensors and containers.
-# `getattr` is needed because HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'min'); it does not
-# open code execution: the unpickler still only calls allow-listed callables, so nothing reached through it is callable.
-# argparse.Namespace: official SdAE / MAE checkpoints store their command line as `args`; it is plain attribute data.
-ALLOWED_GLOBALS: list[Any] = [HistoryBuffer, codecs.encode, builtins.getattr, argparse.Namespace, *_numpy_globals()]
+_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')  # registered by HistoryBuffer._set_default_statistics
+
+
+def _history_buffer_statistic(owner: Any, name: Any) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling, and resolves only what old mmengine checkpoints need:
+    ``getattr(HistoryBuffer, <statistics method>)``. Any other use is how an attacker would reach ``eval``."""
+    methods = {*_DEFAULT_STATISTICS, *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and isinstance(name, str) and name in methods:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'the file calls getattr({_short(owner)}, {name!r}); the only attribute lookups a checkpoint may contain are '
+        f'HistoryBuffer statistics methods ({", ".join(sorted(methods))}). Attribute lookups are how a pickle reaches '
+        f'functions that run code')
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) < 80 else text[:77] + '...'
+
+
+def _rebuild_history_buffer(state: dict, statistics: list[str]) -> HistoryBuffer:
+    """Inverse of :func:`_reduce_history_buffer`: the statistics methods come back by name from the class."""
+    buf = HistoryBuffer.__new__(HistoryBuffer)
+    buf._set_default_statistics()
+    unknown = sorted(set(statistics) - set(HistoryBuffer._statistics_methods))
+    if unknown:  # registered by user code that is not imported in this process
+        print_log(f'HistoryBuffer statistics {unknown} of the checkpoint are not registered here; import the module '
+                  f'that registers them (HistoryBuffer.register_statistics) before resuming', logger='current',
+                  level=logging.WARNING)
+    buf.__dict__.update(state)
+    return buf
+
+
+def _reduce_history_buffer(self: HistoryBuffer) -> tuple:
+    """Pickle a HistoryBuffer as data plus the NAMES of its statistics methods. mmengine's ``__getstate__`` stores the
+    methods themselves, which pickle protocol 2 writes as ``getattr(HistoryBuffer, 'min')`` -- the reason old files
+    need :func:`_history_buffer_statistic`. Files written with this reduce need no attribute lookup at all."""
+    state = {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
+    return _rebuild_history_buffer, (state, sorted(self._statistics_methods))
+
+
+HistoryBuffer.__reduce__ = _reduce_history_buffer  # type: ignore[method-assign]
+
+# Data types only: each is called by the unpickler with data from the file, and none of them can reach code.
+# argparse.Namespace: official SdAE / MAE checkpoints store their command line as `args` (plain attribute data).
+ALLOWED_GLOBALS: list[Any] = [HistoryBuffer, _rebuild_history_buffer, codecs.encode, argparse.Namespace,
+                              *_numpy_globals()]
 torch.serialization.add_safe_globals(ALLOWED_GLOBALS)
+torch.serialization.add_safe_globals([(_history_buffer_statistic, 'builtins.getattr')])
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: Any = 'cpu') -> Any:
-    """``torch.load`` with ``weights_only=True`` and the suite's allow-list; clear errors for refused/broken files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path} (check the path; relative paths are from {Path.cwd()})')
+def _refused(name: str, e: Exception) -> UnsafeCheckpointError:
+    lines = str(e).splitlines()
+    culprit = next((ln.strip() for ln in lines if 'nsupported' in ln or 'getattr' in ln), lines[0] if lines else '')
+    return UnsafeCheckpointError(
+        f'{name}: refused to unpickle: it contains objects outside the allow-list of checkpoint types, and loading '
+        f'it could run code ({culprit[:300]}). If you trust where this file comes from, re-save only its tensors once '
+        f'(torch.load(..., weights_only=False), then torch.save(state_dict, new_path)) and use the new file.')
+
+
+def _load_gated(source: str | io.BytesIO, name: str, map_location: Any) -> Any:
+    """The gate itself: ``torch.load(weights_only=True)`` with the allow-list; errors name ``name``."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = str(e).splitlines()
-        culprit = next((ln.strip() for ln in lines if 'nsupported' in ln), lines[0] if lines else '')
-        raise UnsafeCheckpointError(
-            f'{path}: refused to unpickle: it contains objects outside the allow-list of checkpoint types, and '
-            f'loading it could run code ({culprit[:300]}). If you trust where this file comes from, '
-            f're-save only its tensors once (torch.load(..., weights_only=False), then '
-            f'torch.save(state_dict, new_path)) '
-            f'and use the new file.') from None
+        raise _refused(name, e) from None
     except (RuntimeError, EOFError) as e:
         if 'failed finding central directory' in str(e) or 'PytorchStreamReader' in str(e) or isinstance(e, EOFError):
-            raise RuntimeError(f'{path}: the checkpoint file is truncated or corrupt ({e}); it was probably written by '
+            raise RuntimeError(f'{name}: the checkpoint file is truncated or corrupt ({e}); it was probably written by '
                                f'a run that was killed while saving. Delete it; use an earlier checkpoint.') from None
         raise
+    except (ValueError, IndexError, KeyError) as e:  # e.g. a text file: torch's legacy reader fails deep inside
+        raise RuntimeError(f'{name}: not a PyTorch checkpoint ({type(e).__name__}: {e}); pass a .pth/.pt file written '
+                           f'by torch.save') from None
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
-def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
-    """mmengine's scheme-less (local file) checkpoint loader, routed through :func:`safe_torch_load`."""
-    return safe_torch_load(os.path.expanduser(filename), map_location=map_location)
+def _local_file(filename: str | os.PathLike) -> Path:
+    path = Path(os.path.expanduser(str(filename)))
+    if path.is_dir():
+        inside = sorted(path.glob('*.pth'), key=lambda p: p.stat().st_mtime)
+        hint = f' (it holds {len(inside)} .pth files, newest: {inside[-1].name})' if inside else ''
+        raise IsADirectoryError(f'{path} is a directory, not a checkpoint file{hint}; pass the checkpoint file itself')
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path} (check the path; relative paths are from {Path.cwd()})')
+    return path
 
+
+def _download(url: str) -> Path:
+    """Fetch ``url`` into torch's hub cache once (rank 0 first, as mmengine does) and return the local file."""
+    from mmengine.dist import barrier, get_dist_info
+
+    cache = Path(torch.hub.get_dir()) / 'checkpoints'
+    target = cache / (os.path.basename(urlparse(url).path) or 'checkpoint.pth')
+    rank, world = get_dist_info()
+    if rank == 0 and not target.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=False)  # writes a temp file, then renames
+    if world > 1:
+        barrier()
+        if not target.is_file():  # another node, with a cache of its own
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(target), progress=False)
+    return target
+
+
+def safe_torch_load(filename: str | os.PathLike, map_location: Any = 'cpu') -> Any:
+    """Load a checkpoint from any location mmengine understands, always through the weights_only gate.
+
+    Local paths, ``http(s)://`` URLs and the model-zoo schemes are resolved to a local file (downloads are cached in
+    torch's hub folder); ``s3://``, petrel and ``pavi://`` are read through mmengine's file backends."""
+    filename = str(filename)
+    loader = CheckpointLoader._get_checkpoint_loader(filename)
+    if loader not in _SCHEME_LOADERS:  # registered after our import by some other library: not gated
+        loader = _unknown_scheme(next(p for p in CheckpointLoader._schemes if re.match(p, filename)))
+    return loader(filename, map_location)
+
+
+# ---- every scheme of mmengine's CheckpointLoader, routed through the gate ----
+
+def _load_local(filename: str, map_location: Any = None) -> Any:
+    path = _local_file(filename)
+    return _load_gated(str(path), str(path), map_location)
+
+
+def _load_http(filename: str, map_location: Any = None) -> Any:
+    local = _download(filename)
+    return _load_gated(str(local), f'{filename} (downloaded to {local})', map_location)
+
+
+def _load_torchvision(filename: str, map_location: Any = None) -> Any:
+    name = filename.split('://', 1)[1]
+    urls = _mm_ckpt.get_torchvision_models()
+    if name not in urls:
+        raise KeyError(f'{filename}: torchvision has no model named {name!r}')
+    return _load_http(urls[name], map_location)
+
+
+def _load_openmmlab(filename: str, map_location: Any = None) -> Any:
+    name = filename.split('://', 1)[1]
+    name = _mm_ckpt.get_deprecated_model_names().get(name, name)
+    urls = _mm_ckpt.get_external_models()
+    if name not in urls:
+        raise KeyError(f'{filename}: the OpenMMLab model zoo has no model named {name!r}')
+    url = urls[name]
+    if url.startswith(('http://', 'https://')):
+        return _load_http(url, map_location)
+    return _load_local(os.path.join(_mm_ckpt._get_mmengine_home(), url), map_location)
+
+
+def _load_mmcls(filename: str, map_location: Any = None) -> Any:
+    name = filename.split('://', 1)[1]
+    urls = _mm_ckpt.get_mmcls_models()
+    if name not in urls:
+        raise KeyError(f'{filename}: the mmcls model zoo has no model named {name!r}')
+    return _mm_ckpt._process_mmcls_checkpoint(_load_http(urls[name], map_location))
+
+
+def _load_pavi(filename: str, map_location: Any = None) -> Any:
+    try:
+        from pavi import modelcloud
+    except ImportError:
+        raise ImportError(f'{filename}: reading pavi:// checkpoints needs the pavi package') from None
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, model.name)
+        model.download(local)
+        return _load_gated(local, f'{filename} (downloaded from pavi)', map_location)
+
+
+def _load_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
+    from mmengine.fileio import get_file_backend
+
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    return _load_gated(io.BytesIO(data), filename, map_location)
+
+
+_SCHEMES = {
+    '': _load_local,
+    ('http://', 'https://'): _load_http,
+    ('modelzoo://', 'torchvision://'): _load_torchvision,
+    ('open-mmlab://', 'openmmlab://'): _load_openmmlab,
+    'mmcls://': _load_mmcls,
+    'pavi://': _load_pavi,
+    r'(\S+\:)?s3://': _load_ceph,
+    r'(\S+\:)?petrel://': _load_ceph,
+}
+_SCHEME_LOADERS = set(_SCHEMES.values())
+
+
+def install_loaders() -> None:
+    """(Re-)register the gated loader for every scheme mmengine knows. A scheme we do not know — one a newer mmengine
+    or another library adds — is refused rather than left on an unchecked ``torch.load``."""
+    for prefixes, loader in _SCHEMES.items():
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if loader not in _SCHEME_LOADERS:
+            CheckpointLoader.register_scheme(prefixes=prefix, loader=_unknown_scheme(prefix), force=True)
+
+
+def _unknown_scheme(prefix: str):
+    def _load_unknown_scheme(filename: str, map_location: Any = None) -> Any:
+        raise UnsafeCheckpointError(
+            f'{filename}: checkpoints with the scheme {prefix!r} are not read by this suite, because its loader does '
+            f'not go through the weights_only gate (backbones/checkpoint_io.py). Download the file and pass its local '
+            f'path.')
+    return _load_unknown_scheme
+
+
+install_loaders()
+
+
+# ---- saving ----
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, never a prefix."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, never a prefix.
+
+    The temporary file is created with mode 0o666 minus the umask, like any file ``open()`` creates (``mkstemp`` would
+    make it 0600 and teammates on a shared cluster could not read the result)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    while True:
+        tmp = path.parent / f'.{path.name}.{secrets.token_hex(4)}.tmp'
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
@@ -90,17 +292,20 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a truncated file behind."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(buf.getvalue(), path)
+
+
+def is_temporary(path: Path) -> bool:
+    """A file :func:`atomic_write_bytes` leaves behind when its process is killed mid-write."""
+    return path.name.startswith('.') and path.name.endswith('.tmp')
 
 
 class AtomicLocalBackend(LocalBackend):

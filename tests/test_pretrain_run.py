@@ -228,3 +228,86 @@ def test_bad_config_gives_clear_error(tmp_path, data_root, capsys, option, messa
     err = capsys.readouterr().err
     assert err.startswith('config error: ') and message in err
     assert not (tmp_path / 'w').exists()
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+sys.path[:0] = [{root!r}, {root!r} + '/tests']
+real_fsync = os.fsync
+
+
+def fsync_then_die(fd):
+    # The real atomic writer has written the whole new checkpoint to its temporary file; die before the rename.
+    if '.epoch_2.pth.' in os.readlink(f'/proc/self/fd/{{fd}}'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_fsync(fd)
+
+
+os.fsync = fsync_then_die
+import test_pretrain_run  # noqa: E402,F401  (registers the test hooks)
+from tools.pretrain import main  # noqa: E402
+sys.exit(main({argv!r}))
+"""
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(tmp_path, data_root, uninterrupted):
+    cfg = write_cfg(tmp_path / 'tiny.py', data_root)  # same settings as the uninterrupted run
+    wd = tmp_path / 'killed'
+    argv = [cfg, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_k1',
+            'default_hooks.checkpoint.max_keep_ckpts=1']
+    proc = subprocess.run([sys.executable, '-c', KILLED_WHILE_WRITING.format(root=str(ROOT), argv=argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    # mmengine deleted epoch_1.pth before writing epoch_2.pth; now the old one stays until the new one is recorded.
+    assert (wd / 'last_checkpoint').read_text().strip() == str(wd / 'epoch_1.pth')
+    assert safe_torch_load(wd / 'epoch_1.pth')['meta']['epoch'] == 1
+    assert not (wd / 'epoch_2.pth').exists() and len(list(wd.glob('.epoch_2.pth.*.tmp'))) == 1
+    assert len(losses(wd)) == 8
+    # A last_checkpoint left dangling (as the old rotation did) falls back to the newest complete checkpoint.
+    (wd / 'last_checkpoint').write_text(str(wd / 'epoch_2.pth'))
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--resume', '--cfg-options', 'experiment_name=run_k2',
+                          'default_hooks.checkpoint.max_keep_ckpts=1']) == 0
+    log = max(wd.glob('*/*.log'), key=lambda p: p.stat().st_mtime).read_text()
+    assert 'a temporary file left by a run killed while writing' in log
+    assert f'named {wd / "epoch_2.pth"}, which does not exist; it now names the newest complete checkpoint' in log
+    assert not list(wd.glob('.*.tmp'))
+    expected = losses(uninterrupted)
+    assert losses(wd) == expected[:8] + expected[4:]  # epochs 1-2, then epochs 2-3 again from epoch_1.pth
+    assert sorted(p.name for p in wd.glob('*.pth')) == ['epoch_3.pth']
+
+
+@HOOKS.register_module(force=True)
+class InfGradTestHook(Hook):
+    """Makes one parameter's gradient infinite on iteration ``iteration`` (1-based); the loss stays finite."""
+
+    def __init__(self, iteration: int, poison_weights: bool = False):
+        self.iteration, self.poison_weights = iteration, poison_weights
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.iteration and not self.poison_weights:
+            runner.model.encoder.patch_embed.proj.weight.register_hook(lambda g: torch.full_like(g, float('inf')))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration and self.poison_weights:  # what an applied inf step would leave
+            runner.model.encoder.blocks[0].mlp.fc1.weight.data[0, 0] = float('nan')
+
+
+@pytest.mark.parametrize('poison_weights', [False, True], ids=['inf gradient', 'nan weights'])
+def test_non_finite_step_on_last_iteration_of_epoch_writes_no_bad_checkpoint(tmp_path, data_root, poison_weights):
+    hooks = f"[dict(type='InfGradTestHook', iteration=8, poison_weights={poison_weights})]"  # 4 iterations per epoch
+    cfg = write_cfg(tmp_path / 'tiny_inf.py', data_root, workers=0, extra_hooks=hooks)
+    wd = tmp_path / 'inf'
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--cfg-options', 'experiment_name=run_inf']) == 1
+    err = status(wd)['error']
+    if poison_weights:
+        assert 'refusing to write checkpoint epoch_2.pth' in err and 'encoder.blocks.0.mlp.fc1.weight' in err
+    else:
+        assert 'non-finite gradient in 1 parameter(s) (encoder.patch_embed.proj.weight)' in err
+    assert f'Last good checkpoint: {wd / "epoch_1.pth"}' in err
+    for ckpt in wd.glob('*.pth'):
+        assert all(torch.isfinite(v).all() for v in safe_torch_load(ckpt)['state_dict'].values()), ckpt
+    assert sorted(p.name for p in wd.glob('*.pth')) == ['epoch_1.pth']
+    clean = write_cfg(tmp_path / 'tiny.py', data_root, workers=0)
+    assert pretrain_main([clean, '--work-dir', str(wd), '--resume', str(wd / 'epoch_1.pth'),
+                          '--cfg-options', 'experiment_name=run_inf2']) == 0
+    assert status(wd)['status'] == 'finished'

@@ -23,6 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import backbones  # noqa: E402,F401  (atomic checkpoint saving + allow-listed loading for mmengine)
 import pretrain  # noqa: E402,F401  (registers the model, dataset, hooks)
 from backbones.checkpoint_io import atomic_write_bytes  # noqa: E402
+from backbones.run_safety import NonFiniteGradientError, NonFiniteWeightsError  # noqa: E402
 from pretrain.data import CorruptImageError, ImageFolderPretrainDataset  # noqa: E402
 from pretrain.model import NonFiniteLossError, _check_kwargs, validate_model_cfg  # noqa: E402
 
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = _explain(e, cfg.work_dir)
         status.update(status='failed', ended=_now(), error=msg)
         print(f'[pretrain] FAILED: {msg}', file=sys.stderr, flush=True)
-        if isinstance(e, (NonFiniteLossError, CorruptImageError, FileNotFoundError, KeyboardInterrupt)):
+        if isinstance(e, (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, CorruptImageError,
+                          FileNotFoundError, KeyboardInterrupt)):
             return 1
         raise
     finally:
@@ -185,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _explain(e: BaseException, work_dir: str) -> str:
-    if isinstance(e, NonFiniteLossError):
+    if isinstance(e, (NonFiniteLossError, NonFiniteGradientError)):
         return f'{e} Last good checkpoint: {_last_checkpoint(work_dir)}'
+    if isinstance(e, NonFiniteWeightsError):
+        return str(e)  # names the last good checkpoint itself
     if isinstance(e, CorruptImageError):
         # Raised in a DataLoader worker, the message carries the worker's traceback; its last line is ours.
         return str(e).strip().splitlines()[-1].split('CorruptImageError: ', 1)[-1]
