@@ -311,3 +311,33 @@ def test_non_finite_step_on_last_iteration_of_epoch_writes_no_bad_checkpoint(tmp
     assert pretrain_main([clean, '--work-dir', str(wd), '--resume', str(wd / 'epoch_1.pth'),
                           '--cfg-options', 'experiment_name=run_inf2']) == 0
     assert status(wd)['status'] == 'finished'
+
+
+def test_resume_from_a_malicious_checkpoint_is_refused_local_and_remote(tmp_path, data_root, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    from test_checkpoint_security import _write_globals_gadget
+
+    from backbones.checkpoint_io import UnsafeCheckpointError
+
+    marker = tmp_path / 'pwned'
+    www = tmp_path / 'www'
+    www.mkdir()
+    _write_globals_gadget(www / 'evil.pth', marker)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = write_cfg(tmp_path / 'tiny.py', data_root, workers=0, extra_hooks='[]')
+    try:
+        for source in (www / 'evil.pth', f'http://127.0.0.1:{server.server_address[1]}/evil.pth'):
+            with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*refused to unpickle'):
+                pretrain_main([cfg, '--work-dir', str(tmp_path / 'w'), '--resume', str(source)])
+            assert status(tmp_path / 'w')['status'] == 'failed'
+            assert not marker.exists()
+    finally:
+        server.shutdown()
+        server.server_close()
