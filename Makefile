@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install demo test doctor data lint
+.PHONY: install demo test doctor data lint gpu-check
 
 install:
 	@bash tools/install.sh
@@ -26,3 +26,9 @@ test: install
 
 lint: install
 	@$(PY) -m ruff check .
+
+# GPU readiness: tier 1 (pretraining step MFU in bf16/fp16, fused attention, NCCL torchrun + resume) needs no mmcv CUDA
+# ops and fits a short GPU lease; `make gpu-check TIER2=1` also builds mmcv's CUDA ops and fine-tunes the demo configs.
+gpu-check:
+	@SDAE_MMCV_CUDA=$(if $(TIER2),1,0) bash tools/install.sh
+	@$(PY) tools/gpu_check.py $(if $(TIER2),--tier2)

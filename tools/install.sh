@@ -10,6 +10,8 @@
 #   SDAE_WHEEL_CACHE  where built wheels are kept (default ~/.cache/sdae-suite/wheels)
 #   SDAE_VENV         the virtual environment (default .venv in the repository root)
 #   PYTHON            the interpreter to create it with (default python3.11, else python3)
+#   SDAE_MMCV_CUDA    1: build mmcv's CUDA ops (needs nvcc and a GPU), 0: CPU ops only (what `make gpu-check`'s tier 1
+#                     uses to stay within a short GPU lease), unset: CUDA ops when nvcc and a GPU are present
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +25,7 @@ say() { printf '[install] %s\n' "$*"; }
 pin() { grep -E "^$1==" "$REQ" | sed -E 's/[[:space:]]*#.*$//; s/[[:space:]]+$//'; }
 
 # Fast path: nothing changed since the last successful install (same requirements, same script, venv intact).
-want_stamp="$(cat "$REQ" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+want_stamp="$( (cat "$REQ" "${BASH_SOURCE[0]}"; echo "mmcv-cuda=${SDAE_MMCV_CUDA:-auto}") | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
   if "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, timm" 2>/dev/null; then
     say "up to date ($VENV)"
@@ -49,17 +51,21 @@ say "build prerequisites and torch"
 # ---- mmcv with compiled ops, from the wheel cache or built once ----
 MMCV_VER="$(pin mmcv | cut -d= -f3)"
 TORCH_VER="$(pin torch | cut -d= -f3)"
-if command -v nvcc >/dev/null 2>&1 && "$VENV/bin/python" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if [[ "${SDAE_MMCV_CUDA:-auto}" != 0 ]] && command -v nvcc >/dev/null 2>&1 \
+   && "$VENV/bin/python" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   FLAVOUR="cuda$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
   export FORCE_CUDA=1
 else
+  [[ "${SDAE_MMCV_CUDA:-auto}" == 1 ]] && { echo "[install] SDAE_MMCV_CUDA=1 needs nvcc on PATH and a visible GPU" >&2; exit 1; }
   FLAVOUR="cpu"
 fi
 WHEEL_DIR="$CACHE/mmcv-$MMCV_VER-torch$TORCH_VER-$FLAVOUR"
-have_mmcv() { "$VENV/bin/python" - "$MMCV_VER" <<'PY' 2>/dev/null
+have_mmcv() { "$VENV/bin/python" - "$MMCV_VER" "$FLAVOUR" <<'PY' 2>/dev/null
 import sys
 import mmcv, mmcv.ops  # noqa: F401  (the compiled extension must load)
-sys.exit(0 if mmcv.__version__ == sys.argv[1] else 1)
+from mmcv.utils import ext_loader
+cuda = ext_loader.load_ext('_ext', ['get_compiling_cuda_version']).get_compiling_cuda_version() != 'not available'
+sys.exit(0 if mmcv.__version__ == sys.argv[1] and cuda == sys.argv[2].startswith('cuda') else 1)
 PY
 }
 if have_mmcv; then
