@@ -97,6 +97,8 @@ def test_interrupted_stage_resumes_only_with_the_same_settings(tmp_path, capfd):
     assert code == 0
     assert ("budget 'default' -> 'tiny'; command changed (-100, +4): moved its work dir" in out)
     assert (wd / 'train.log').read_text() == 'from scratch\n' and results(tmp_path) == {'iters': 4}
+    kept = sorted((tmp_path / 'work' / 'superseded').glob('*/train'))  # both old work dirs, even within one second
+    assert [(d / 'ckpt.txt').read_text() for d in kept] == ['4', '2']
 
 
 def test_changed_input_or_output_and_old_markers_recompute(tmp_path, capfd):

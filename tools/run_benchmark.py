@@ -240,7 +240,12 @@ def set_aside(work_dir: Path, work: Path) -> Path:
         rel = work_dir.resolve().relative_to(work.resolve())
     except ValueError:
         rel = Path(work_dir.name)
-    dest = work / 'superseded' / time.strftime('%Y%m%d_%H%M%S') / rel
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    dest = work / 'superseded' / stamp / rel
+    n = 1
+    while dest.exists():  # the same stage set aside twice within a second
+        dest = work / 'superseded' / f'{stamp}-{n}' / rel
+        n += 1
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(work_dir, dest)
     return dest
