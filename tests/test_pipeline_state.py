@@ -68,7 +68,7 @@ def test_changed_budget_recomputes_and_training_starts_fresh(tmp_path, capfd):
     code, out = pipeline(tmp_path, 'default', capfd)
     assert code == 0, out
     assert ("2 finished stage(s) were computed with something else and run again: train (budget 'tiny' -> 'default'; "
-            f"command changed (-4, +100)), train-test (budget 'tiny' -> 'default')") in out
+            "command changed (-4, +100)), train-test (budget 'tiny' -> 'default')") in out
     assert "train had finished; it runs again: budget 'tiny' -> 'default'; command changed (-4, +100)" in out
     [old] = list((tmp_path / 'work' / 'superseded').glob('*/train'))
     assert (f"train: budget 'tiny' -> 'default'; command changed (-4, +100): moved its work dir {wd} aside to {old}; "

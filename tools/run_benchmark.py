@@ -25,7 +25,6 @@ One pipeline per work dir: a second one started there stops at once, naming the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -349,7 +348,8 @@ def main() -> int:
     parser.add_argument('--ade', type=Path, help='full preset: ADEChallengeData2016 root')
     parser.add_argument('--inits', nargs='+', choices=['sdae', 'mae', 'random'], help='default: all three')
     parser.add_argument('--seeds', nargs='+', type=int, help="fine-tuning seeds (default: the preset's)")
-    parser.add_argument('--dry-run', action='store_true', help='print the stages (finished, changed or to run) and exit')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the stages (finished, changed or to run) and exit')
     args = parser.parse_args()
     preset = replace(PRESETS[args.preset], inits=tuple(args.inits or PRESETS[args.preset].inits),
                      seeds=tuple(args.seeds or PRESETS[args.preset].seeds))
