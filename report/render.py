@@ -107,7 +107,7 @@ def row_notes(row) -> list[str]:
                 notes.append(f'{task} {_rel(r.path)}: {r.state}' + (f' ({error})' if error else ''))
         for name, runs in cell.invalid.items():
             notes.append(f'{"" if name not in cell.values else "† "}{task} {METRIC_BY_NAME[name].label}: invalid '
-                         f'value left out: ' + ', '.join(f'{_rel(r.path / "test_results.json")} ({r.invalid[name]})'
+                         f'value left out: ' + ', '.join(f'{_rel(r.path / "test_results.json")} ({r.invalid[name]!r})'
                                                            for r in runs))
         if cell.delta_note:
             notes.append(f'{task}: {cell.delta_note}')
@@ -124,8 +124,9 @@ def _cell_json(cell) -> dict[str, Any]:
 def _run_json(run: Run, row_of: dict[int, str]) -> dict[str, Any]:
     return {'path': _rel(run.path), 'kind': run.kind, 'recipe': run.recipe, 'state': run.state, 'status': run.status,
             'row': row_of.get(id(run)), 'pretrained': run.pretrained, 'pretrained_meta': run.pretrained_meta,
-            'metrics': run.metrics, 'invalid_metrics': run.invalid, 'progress': run.progress, 'started': run.started,
-            'ended': run.ended, 'error': run.error, 'notes': run.notes, 'final_loss': _final_loss(run)}
+            'metrics': run.metrics, 'invalid_metrics': {k: repr(v) for k, v in run.invalid.items()},
+            'progress': run.progress, 'started': run.started, 'ended': run.ended, 'error': run.error,
+            'notes': run.notes, 'final_loss': _final_loss(run)}
 
 
 def _final_loss(run: Run) -> float | None:

@@ -73,7 +73,7 @@ class Run:
     ended: str | None = None
     error: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)  # Metric.name -> display units; None = n/a (-1)
-    invalid: dict[str, str] = field(default_factory=dict)  # Metric.name -> repr of a stored value that is no number
+    invalid: dict[str, Any] = field(default_factory=dict)  # Metric.name -> a stored value that is no finite number
     train: list[dict] = field(default_factory=list)  # scalars.json training lines, sorted by step
     val: list[dict] = field(default_factory=list)  # scalars.json validation lines, sorted by step
     progress: str | None = None  # e.g. 'epoch 3/12'
@@ -248,14 +248,33 @@ def _invalid_reason(raw: Any) -> str:
     return 'null' if raw is None else f'a JSON {type(raw).__name__}'
 
 
+def _invalid_groups(items: dict[str, Any], why: bool = True) -> list[str]:
+    """'k1, k2 = nan are not numbers (NaN: ...)' per distinct value: one readable line for a file full of NaNs."""
+    by_value: dict[str, list[str]] = {}
+    raws: dict[str, Any] = {}
+    for key, raw in items.items():
+        by_value.setdefault(repr(raw), []).append(key)
+        raws[repr(raw)] = raw
+    out = []
+    for value, keys in by_value.items():
+        names = ', '.join(keys[:3]) + (f' and {len(keys) - 3} more' if len(keys) > 3 else '')
+        text = f'{names} = {value}'
+        if why:
+            verb = ' is not a number' if len(keys) == 1 else ' are not numbers'
+            text += f'{verb} ({_invalid_reason(raws[value])})'
+        out.append(text)
+    return out
+
+
 def _metrics_from_test(metrics: Any, path: Path, task: str | None, notes: list[str],
-                       invalid: dict[str, str]) -> dict[str, float | None]:
+                       invalid: dict[str, Any]) -> dict[str, float | None]:
     """Known metrics in display units. A value that is not a finite number goes into `invalid` (and a note naming the
     file): it must neither read as "n/a" (no ground truth of that size) nor enter a mean or a plot."""
     if not isinstance(metrics, dict):
         notes.append(f'{path}: "metrics" is {type(metrics).__name__}, expected an object')
         return {}
     out: dict[str, float | None] = {}
+    bad: dict[str, Any] = {}  # key in the file -> its value
     for m in METRICS:
         if task and m.task != task:
             continue
@@ -266,9 +285,8 @@ def _metrics_from_test(metrics: Any, path: Path, task: str | None, notes: list[s
             continue
         raw = metrics[key]
         if not is_finite_number(raw):
-            invalid[m.name] = repr(raw)
-            notes.append(f'{path}: {key} = {raw!r} is not a number ({_invalid_reason(raw)}): invalid value, shown as '
-                         f'INVALID and left out of means and plots; {FIXES.get(path.name, "rewrite it")}')
+            invalid[m.name] = raw
+            bad[key] = raw
             continue
         if m.scale != 1.0 and raw == -1:
             out[m.name] = None  # pycocotools' -1: no ground truth of that size
@@ -278,6 +296,9 @@ def _metrics_from_test(metrics: Any, path: Path, task: str | None, notes: list[s
             out[m.name] = float(raw)
             continue
         out[m.name] = float(raw) * m.scale
+    if bad:
+        notes.append(f'{path}: {"; ".join(_invalid_groups(bad))}: invalid value{"s" if len(bad) > 1 else ""}, shown as '
+                     f'INVALID and left out of means and plots; {FIXES.get(path.name, "rewrite it")}')
     if task == 'seg' and all(is_finite_number(metrics.get(k)) and 0 < metrics[k] <= 1 for k in ('mIoU', 'aAcc')):
         notes.append(f'{path}: mIoU/aAcc are <= 1: fractions where mmseg reports percentages? shown as they are')
     return out
@@ -384,8 +405,8 @@ def read_run(path: Path, stale_after_s: float, now: float | None = None) -> Run:
         run.state = 'unknown'
     if run.state == 'ok' and not run.metrics and run.invalid:
         run.state = 'invalid'
-        run.error = (f'{test_file}: no valid {run.kind or "known"} metric, every one is invalid ('
-                     + ', '.join(f'{METRIC_BY_NAME[k].key} = {v}' for k, v in run.invalid.items()) + ')')
+        run.error = (f'{test_file}: no valid {run.kind or "known"} metric, every one is invalid: '
+                     + '; '.join(_invalid_groups({METRIC_BY_NAME[k].key: v for k, v in run.invalid.items()}, False)))
     elif run.state == 'ok' and not run.metrics:
         run.state = 'test failed'
         run.error = f'{test_file}: no {run.kind or "known"} metric in "metrics"'

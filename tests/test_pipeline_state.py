@@ -173,7 +173,7 @@ def test_second_pipeline_on_a_work_dir_stops_naming_the_first(tmp_path):
         first.wait()
         with pytest.raises(WorkDirLocked, match=f'PID {first.pid} has ended, but a stage process it started still '
                                                 'holds the lock'):
-            with work_dir_lock(work):
+            with work_dir_lock(work, orphan_grace_s=0.5):
                 pass
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the stage too

@@ -440,11 +440,15 @@ def test_invalid_metric_values_named_and_left_out(tmp_path, capsys, monkeypatch)
 
     code, err, res = report([str(tmp_path / 'runs')], tmp_path / 'o', capsys)
     assert code == 0
-    assert (f"{odd / 'test_results.json'}: coco/bbox_mAP = '0.5' is not a number (a number stored as a string: not "
-            "written by tools/test.py?): invalid value, shown as INVALID and left out of means and plots; rerun "
-            "tools/test.py CONFIG CHECKPOINT on this work dir") in err
-    assert f"{odd / 'test_results.json'}: coco/segm_mAP = nan is not a number (NaN: the evaluation produced" in err
-    assert f"{bad / 'test_results.json'}: coco/bbox_mAP = inf is not a number (infinite)" in err
+    assert (f"warning: {odd / 'test_results.json'}: coco/bbox_mAP = '0.5' is not a number (a number stored as a "
+            "string: not written by tools/test.py?); coco/segm_mAP = nan is not a number (NaN: the evaluation produced "
+            "no number): invalid values, shown as INVALID and left out of means and plots; rerun tools/test.py CONFIG "
+            "CHECKPOINT on this work dir\n") in err
+    # One message per file, however many values are broken.
+    assert (f"warning: {bad / 'test_results.json'}: coco/bbox_mAP, coco/bbox_mAP_50, coco/bbox_mAP_75 and 3 more = inf "
+            "are not numbers (infinite); coco/segm_mAP, coco/segm_mAP_50, coco/segm_mAP_75 and 3 more = nan are not "
+            "numbers (NaN: the evaluation produced no number): invalid values") in err
+    assert err.count(str(bad / 'test_results.json')) == 1
     rows = rows_by_name(res)
     det = rows['random init']['cells']['det']
     assert det['state'] == 'ok' and det['values']['bbox_AP'] == pytest.approx(30.0)  # not (30 + 50) / 2
@@ -455,8 +459,9 @@ def test_invalid_metric_values_named_and_left_out(tmp_path, capsys, monkeypatch)
     assert sdae['state'] == 'invalid' and sdae['values'] == {} and sdae['delta'] == {}
     [bad_run] = [r for r in res['runs'] if r['path'] == str(bad)]
     assert bad_run['state'] == 'invalid' and 'no detection' not in bad_run['error']
-    assert bad_run['error'].startswith(f'{bad / "test_results.json"}: no valid det metric, every one is invalid '
-                                       '(coco/bbox_mAP = inf')
+    assert bad_run['error'] == (f'{bad / "test_results.json"}: no valid det metric, every one is invalid: '
+                                'coco/bbox_mAP, coco/bbox_mAP_50, coco/bbox_mAP_75 and 3 more = inf; coco/segm_mAP, '
+                                'coco/segm_mAP_50, coco/segm_mAP_75 and 3 more = nan')
     assert bad_run['invalid_metrics']['segm_AP'] == 'nan'
 
     md = (tmp_path / 'o' / 'report.md').read_text()

@@ -31,54 +31,74 @@ class WorkDirLocked(Exception):
     """Another pipeline (or a stage process it left running) holds the work dir."""
 
 
-def _holder(lock_file: Path) -> str:
-    """Who holds the lock, from what it wrote into the lock file."""
+def _read_holder(lock_file: Path) -> dict[str, Any] | None:
+    """What the holder wrote into the lock file (PID, host, start, command); None if nothing readable."""
     for _ in range(20):  # the holder writes its PID right after taking the lock: give it a moment
         try:
             info = json.loads(lock_file.read_text() or 'null')
         except (OSError, ValueError):
             info = None
         if isinstance(info, dict) and isinstance(info.get('pid'), int):
-            break
+            return info
         time.sleep(0.05)
-    else:
-        return 'a process that did not write its PID into the lock file'
-    pid, host = info['pid'], info.get('host', '?')
-    text = f'PID {pid} on {host}, started {info.get("started", "?")}: {info.get("command", "?")}'
-    if host == socket.gethostname() and not _alive(pid):
-        text += f' (PID {pid} has ended, but a stage process it started still holds the lock until that stage ends)'
-    return text
+    return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _orphaned(info: dict[str, Any] | None) -> bool:
+    """The pipeline that took the lock has ended (on this host): only stage processes it started still hold it."""
+    if info is None or info.get('host') != socket.gethostname():
         return False
-    except PermissionError:
+    try:
+        os.kill(info['pid'], 0)
+    except ProcessLookupError:
         return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     return True
 
 
 @contextlib.contextmanager
-def work_dir_lock(work: Path) -> Iterator[int]:
+def work_dir_lock(work: Path, orphan_grace_s: float = 15.0) -> Iterator[int]:
     """Hold `<work>/pipeline.lock` for the block; yields its file descriptor.
 
     flock, not a PID file: the kernel releases the lock when its last holder dies, so a pipeline killed with kill -9
     never leaves a stale lock behind. Stage processes that get the descriptor (`pass_fds`) keep holding it, so a stage
-    left running by a killed pipeline still keeps a second pipeline out of the work dir.
+    left running by a killed pipeline still keeps a second pipeline out of the work dir. When the pipeline that holds
+    the lock is running, this stops at once; when it has ended and only its stage processes hold the lock, they are
+    usually still exiting (a kill of the whole process group takes a moment to finish): wait up to `orphan_grace_s`.
     """
     work.mkdir(parents=True, exist_ok=True)
     lock_file = work / LOCK_FILE
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkDirLocked(
-                f'another pipeline is running in {work}: {_holder(lock_file)}. Two pipelines in one work dir would run '
-                f'the same stages and interleave their logs: wait for it to finish, stop it, or pass another '
-                f'--work-dir.') from None
+        if not _try_lock(fd):
+            info = _read_holder(lock_file)
+            deadline = time.monotonic() + orphan_grace_s
+            locked = False
+            while _orphaned(info) and time.monotonic() < deadline and not locked:
+                time.sleep(0.1)
+                locked = _try_lock(fd)
+            if not locked:
+                if info is None:
+                    holder = 'a process that did not write its PID into the lock file'
+                else:
+                    holder = (f'PID {info["pid"]} on {info.get("host", "?")}, started {info.get("started", "?")}: '
+                              f'{info.get("command", "?")}')
+                    if _orphaned(info):
+                        holder += (f' (PID {info["pid"]} has ended, but a stage process it started still holds the '
+                                   'lock until that stage ends)')
+                raise WorkDirLocked(
+                    f'another pipeline is running in {work}: {holder}. Two pipelines in one work dir would run the '
+                    f'same stages and interleave their logs: wait for it to finish, stop it, or pass another '
+                    f'--work-dir.')
         os.ftruncate(fd, 0)
         info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
                 'command': shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
