@@ -71,8 +71,8 @@ def test_changed_budget_recomputes_and_training_starts_fresh(tmp_path, capfd):
             "command changed (-4, +100)), train-test (budget 'tiny' -> 'default')") in out
     assert "train had finished; it runs again: budget 'tiny' -> 'default'; command changed (-4, +100)" in out
     [old] = list((tmp_path / 'work' / 'superseded').glob('*/train'))
-    assert (f"train: budget 'tiny' -> 'default'; command changed (-4, +100): moved its work dir {wd} aside to {old}; "
-            "the stage starts from scratch instead of resuming those checkpoints") in out
+    assert (f"[benchmark] train: moved its work dir {wd} aside to {old}; the stage starts from scratch instead of "
+            "resuming those checkpoints") in out
     assert (wd / 'train.log').read_text() == 'from scratch\n'  # not resumed from the tiny checkpoint
     assert (old / 'ckpt.txt').read_text() == '4' and (old / 'train.log').is_file()  # nothing lost
     assert results(tmp_path) == {'iters': 100}

@@ -308,8 +308,9 @@ def _run_locked(stages: list[Stage], work: Path, lock_fd: int) -> int:
             fresh = why_fresh(stage, marks, rerun)
             if fresh:
                 dest = set_aside(stage.work_dir, work)
-                print(f'[benchmark] {stage.name}: {"; ".join(fresh)}: moved its work dir {stage.work_dir} aside to '
-                      f'{dest}; the stage starts from scratch instead of resuming those checkpoints', flush=True)
+                why = '' if fresh is rerun else f'{"; ".join(fresh)}: '  # the reasons were just printed
+                print(f'[benchmark] {stage.name}: {why}moved its work dir {stage.work_dir} aside to {dest}; the stage '
+                      f'starts from scratch instead of resuming those checkpoints', flush=True)
         cmd = [resolve(a) for a in stage.cmd]
         recipe = stage.recipe()
         record: dict[str, Any] = {'key': recipe_key(recipe), 'recipe': recipe, 'cmd': cmd,
