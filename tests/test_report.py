@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from report.runs import read_scalars
 from tools import benchmark_report
-from tools.report_runs import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get('SDAE_CHROMIUM', '/usr/bin/chromium')
@@ -417,3 +417,66 @@ def test_diverged_loss_and_odd_values(tmp_path, capsys):
     assert code == 0 and res['rows'][0]['cells']['det']['state'] == 'test failed'
     assert 'no det metric in "metrics" (CocoMetric returns none when the model made no detection' in (
         res['runs'][0]['error'])
+
+
+def test_invalid_metric_values_named_and_left_out(tmp_path, capsys, monkeypatch):
+    import matplotlib.axes
+
+    make_run(tmp_path / 'runs' / 'random_seed0', 'det', DET, metrics=coco_metrics(0.30, 0.25), epochs=1)
+    # A string that holds a number, and a NaN: neither is "n/a" (no ground truth of that size) nor enters the mean.
+    odd = make_run(tmp_path / 'runs' / 'random_seed1', 'det', DET, epochs=1,
+                   metrics=coco_metrics(0.50, 0.40) | {'coco/bbox_mAP': '0.5', 'coco/segm_mAP': float('nan')})
+    log = odd / '20261126_100000' / 'vis_data' / 'scalars.json'
+    log.write_text(log.read_text() + '{"lr": 0.1, "loss": Infinity, "epoch": 1, "iter": 6, "step": 6}\n'
+                   '{"coco/bbox_mAP": NaN, "coco/segm_mAP": "0.2", "step": 1}\n')
+    # Every metric NaN / inf: an invalid result, not "the model made no detection".
+    bad = make_run(tmp_path / 'runs' / 'sdae', 'det', DET, ckpt='sdae.pth', meta=backbone_meta('sdae'), epochs=1,
+                   metrics={k: float('inf') if 'bbox' in k else float('nan') for k in coco_metrics(0, 0)})
+    bars, lines = {}, []
+    real_bar, real_plot = matplotlib.axes.Axes.bar, matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, 'bar', lambda ax, x, h, *a, **k: (
+        bars.setdefault(len(bars), list(h)), real_bar(ax, x, h, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', lambda ax, *a, **k: (lines.append(a), real_plot(ax, *a, **k))[1])
+
+    code, err, res = report([str(tmp_path / 'runs')], tmp_path / 'o', capsys)
+    assert code == 0
+    assert (f"warning: {odd / 'test_results.json'}: coco/bbox_mAP = '0.5' is not a number (a number stored as a "
+            "string: not written by tools/test.py?); coco/segm_mAP = nan is not a number (NaN: the evaluation produced "
+            "no number): invalid values, shown as INVALID and left out of means and plots; rerun tools/test.py CONFIG "
+            "CHECKPOINT on this work dir\n") in err
+    # One message per file, however many values are broken.
+    assert (f"warning: {bad / 'test_results.json'}: coco/bbox_mAP, coco/bbox_mAP_50, coco/bbox_mAP_75 and 3 more = inf "
+            "are not numbers (infinite); coco/segm_mAP, coco/segm_mAP_50, coco/segm_mAP_75 and 3 more = nan are not "
+            "numbers (NaN: the evaluation produced no number): invalid values") in err
+    assert err.count(str(bad / 'test_results.json')) == 1
+    rows = rows_by_name(res)
+    det = rows['random init']['cells']['det']
+    assert det['state'] == 'ok' and det['values']['bbox_AP'] == pytest.approx(30.0)  # not (30 + 50) / 2
+    assert det['values']['segm_AP'] == pytest.approx(25.0) and 'bbox_AP' not in det['std']
+    assert det['invalid'] == {'bbox_AP': [str(odd)], 'segm_AP': [str(odd)]}
+    assert det['values']['bbox_AP50'] == pytest.approx(60.0)  # the run's valid values still count
+    sdae = rows['sdae 300ep student']['cells']['det']
+    assert sdae['state'] == 'invalid' and sdae['values'] == {} and sdae['delta'] == {}
+    [bad_run] = [r for r in res['runs'] if r['path'] == str(bad)]
+    assert bad_run['state'] == 'invalid' and 'no detection' not in bad_run['error']
+    assert bad_run['error'] == (f'{bad / "test_results.json"}: no valid det metric, every one is invalid: '
+                                'coco/bbox_mAP, coco/bbox_mAP_50, coco/bbox_mAP_75 and 3 more = inf; coco/segm_mAP, '
+                                'coco/segm_mAP_50, coco/segm_mAP_75 and 3 more = nan')
+    assert bad_run['invalid_metrics']['segm_AP'] == 'nan'
+
+    md = (tmp_path / 'o' / 'report.md').read_text()
+    table = md.split('## Results')[1].split('\n## ')[0]
+    cells = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[1:-1]]
+             for line in table.splitlines() if line.startswith('| ') and not line.startswith('| checkpoint')}
+    assert cells['random init (baseline)'][4:6] == ['30.00†', '25.00†']
+    assert f"† det AP^box: invalid value left out: {odd / 'test_results.json'} ('0.5')" in cells[
+        'random init (baseline)'][6]
+    assert cells['sdae 300ep student'][4:6] == ['INVALID', 'INVALID']
+    assert 'INVALID: the stored value is not a number' in table
+    all_det = md.split('## COCO (Mask R-CNN): all metrics')[1].split('\n## ')[0]
+    assert '| random init | 30.00† | 60.00 ± 14.14 | 35.00 ± 14.14 | n/a |' in all_det  # -1 stays n/a: no small objects
+
+    # Out of the plots: the bar of the invalid row, the NaN validation point and the infinite loss.
+    assert [30.0, 25.0] == [h[0] for h in bars.values()] and all(len(h) == 1 for h in bars.values())
+    ys = [y for a in lines if len(a) >= 2 for y in a[1]]
+    assert ys and all(isinstance(y, float | int) and y == y and abs(y) != float('inf') for y in ys)

@@ -5,23 +5,12 @@
 #
 # Multi-node: run it on every node with NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT set (torchrun's usual variables).
 set -euo pipefail
-if [[ $# -lt 2 ]]; then
-  sed -n '2,7p' "$0" >&2
-  exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
+require_args 2 $# "CONFIG GPUS [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]"
 CONFIG=$1
 GPUS=$2
 shift 2
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-
-if [[ "$GPUS" == 1 && "${NNODES:-1}" == 1 ]]; then
+if single_process "$GPUS"; then
   exec "$PY" "$ROOT/tools/pretrain.py" "$CONFIG" "$@"  # one process: no launcher needed (and no torchrun noise)
 fi
-exec "$PY" -m torch.distributed.run \
-  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-  --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
-  --nproc_per_node="$GPUS" \
-  "$ROOT/tools/pretrain.py" "$CONFIG" "$@"
+exec_torchrun "$GPUS" "$ROOT/tools/pretrain.py" "$CONFIG" "$@"

@@ -6,36 +6,67 @@ init (SdAE, MAE, random) -> test -> report.
     python tools/run_benchmark.py --preset full --gpus 8 \\
         --imagenet data/imagenet/train --coco data/coco --ade data/ade/ADEChallengeData2016
 
-Every stage is a command of the suite's own tools (the same a user would type). A finished stage leaves a marker in
-`<work-dir>/stages/` and is never recomputed; an interrupted one (Ctrl-C, kill -9) is rerun with `--resume`, which
-continues from its last checkpoint. `SDAE_DEMO_BUDGET=tiny` shrinks every stage to a few iterations (CI smoke run).
+Every stage is a command of the suite's own tools (the same a user would type), run with this pipeline's Python
+(exported as PYTHON to the tools/*.sh launchers). A finished stage leaves a record in `<work-dir>/stages/<name>.done`
+of what it was computed with: its command, budget and configs (content, `_base_` files included) and the files it read
+and wrote (content hash when small, size + mtime for checkpoints). It is reused only while all of these match. When
+they do not (e.g. a `SDAE_DEMO_BUDGET=tiny` run, then `make demo` in the same work dir) the stage is recomputed and the
+pipeline says why; a training stage then starts from scratch: its old work dir is moved to
+`<work-dir>/superseded/<time>/`, never resumed from checkpoints of other settings, never deleted. Recompute, not stop:
+the mismatch is almost always an intended change of settings, and nothing is lost. An interrupted stage (Ctrl-C,
+kill -9) with unchanged settings is rerun with `--resume` and continues from its last checkpoint. Changes to the
+suite's code or to the interpreter are not part of the record: after such a change, pass a new --work-dir (or delete
+`<work-dir>/stages/`) to recompute.
+
+One pipeline per work dir: a second one started there stops at once, naming the PID of the one that holds
+`<work-dir>/pipeline.lock` (an flock: the kernel releases it when the holder dies, even by kill -9).
+`SDAE_DEMO_BUDGET=tiny` shrinks every stage to a few iterations (CI smoke run).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ''):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.pipeline_state import (  # noqa: E402
+    LAST,
+    WorkDirLocked,
+    config_digest,
+    file_identity,
+    identity_changes,
+    input_identity,
+    last_checkpoint,
+    read_record,
+    recipe_changes,
+    recipe_key,
+    work_dir_lock,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-LAST = '@last-checkpoint:'  # resolved when the stage starts: the newest checkpoint mmengine recorded in that work dir
 
 
 def resolve(arg: str) -> str:
     if not arg.startswith(LAST):
         return arg
     work_dir = Path(arg[len(LAST):])
-    record = work_dir / 'last_checkpoint'
-    if not record.is_file():
-        raise SystemExit(f'[benchmark] no checkpoint recorded in {work_dir} ({record} is missing): the stage that '
-                         f'trains it did not save one. Rerun the pipeline; that stage will run again.')
-    return record.read_text().strip()
+    ckpt = last_checkpoint(work_dir)
+    if ckpt is None:
+        raise SystemExit(f'[benchmark] no checkpoint recorded in {work_dir} ({work_dir / "last_checkpoint"} is missing '
+                         f'or empty): the stage that trains it did not save one. Rerun the pipeline; that stage will '
+                         f'run again.')
+    return str(ckpt)
 
 
 @dataclass
@@ -44,6 +75,17 @@ class Stage:
     cmd: list[str]
     est_s: float  # expected duration on the preset's reference machine, for the ETA
     env: dict[str, str] = field(default_factory=dict)
+    budget: str = 'default'  # SDAE_DEMO_BUDGET
+    configs: list[str] = field(default_factory=list)  # config files of the command: their content is in the key
+    inputs: list[str] = field(default_factory=list)  # files it reads (or LAST + a work dir): reuse needs them unchanged
+    outputs: list[str] = field(default_factory=list)  # files it writes: reuse needs them unchanged too
+    work_dir: Path | None = None  # the training work dir it resumes from: moved aside when the stage is recomputed
+
+    def recipe(self) -> dict[str, Any]:
+        """What the stage computes with; its hash is the key of the stage's record. The interpreter is left out: the
+        same environment may be reached by several paths."""
+        return {'cmd': ['<python>' if a == PY else a for a in self.cmd], 'env': self.env, 'budget': self.budget,
+                'configs': {c: config_digest(ROOT / c) for c in self.configs}}
 
 
 @dataclass
@@ -97,9 +139,12 @@ def fmt(seconds: float) -> str:
 
 def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[Stage]:
     tiny = os.environ.get('SDAE_DEMO_BUDGET', '') == 'tiny'
+    budget = 'tiny' if tiny else 'default'
     gpus = str(args.gpus)
     est = preset.est
     stages: list[Stage] = []
+    # The demo data's meta.json is written last and describes the whole set: its content stands for the data.
+    data_meta = [str(args.data_root / 'meta.json')] if preset.demo_data else []
 
     def opts(kind: str, extra: tuple[str, ...], more: list[str]) -> list[str]:
         items = [*extra, *(TINY[kind] if tiny else ()), *more]
@@ -107,7 +152,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
 
     if preset.demo_data:
         stages.append(Stage('data', [PY, 'tools/make_demo_data.py', '--out', str(args.data_root), '--seed', '0',
-                                     *(TINY['data'] if tiny else ())], est['data']))
+                                     *(TINY['data'] if tiny else ())], est['data'], budget=budget, outputs=data_meta))
     backbones: dict[str, Path] = {}
     for method, cfg in preset.pretrain.items():
         if method not in preset.inits:
@@ -117,10 +162,13 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         data_opt = [f'train_dataloader.dataset.data_root={pool}']
         stages.append(Stage(f'pretrain-{method}', ['bash', 'tools/pretrain.sh', cfg, gpus, '--work-dir', str(wd),
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
-                            est['pretrain']))
+                            est['pretrain'], budget=budget, configs=[cfg], inputs=data_meta,
+                            outputs=[str(wd / 'last_checkpoint')], work_dir=wd))
         backbones[method] = wd / 'backbone_student.pth'
         stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
-                                                 str(backbones[method]), '--branch', 'student'], est['export']))
+                                                 str(backbones[method]), '--branch', 'student'], est['export'],
+                            budget=budget, inputs=[f'{LAST}{wd}'], outputs=[str(backbones[method])]))
+    results: list[str] = []  # every test result: the report's inputs
     coco = args.data_root / 'coco' if preset.demo_data else args.coco
     ade = args.data_root / 'ade' if preset.demo_data else args.ade
     for task, cfg, root, test_est in (('det', preset.det, coco, est['det_test']),
@@ -133,14 +181,17 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                 more = [f'randomness.seed={seed}', *data_root_opts(task, root)]
                 stages.append(Stage(f'{task}-{init}-seed{seed}', [
                     'bash', 'tools/dist_train.sh', cfg, gpus, '--work-dir', str(wd), '--resume', *pre,
-                    *opts(task, extra, more)], est[task]))
+                    *opts(task, extra, more)], est[task], budget=budget, configs=[cfg],
+                    inputs=[*data_meta, *pre[1:]], outputs=[str(wd / 'last_checkpoint')], work_dir=wd))
                 stages.append(Stage(f'{task}-{init}-seed{seed}-test', [
                     'bash', 'tools/dist_test.sh', cfg, f'{LAST}{wd}', gpus, '--work-dir', str(wd),
-                    *opts(task, extra, more)], test_est))
+                    *opts(task, extra, more)], test_est, budget=budget, configs=[cfg], inputs=[f'{LAST}{wd}'],
+                    outputs=[str(wd / 'test_results.json')]))
+                results.append(str(wd / 'test_results.json'))
     stages.append(Stage('report', [PY, 'tools/benchmark_report.py', str(work / 'pretrain_sdae'),
                                    str(work / 'pretrain_mae'), str(work / 'finetune'), '--baseline', 'random',
                                    '--out', str(work / 'report'), *(['--published'] if not preset.demo_data else [])],
-                        est['report']))
+                        est['report'], budget=budget, inputs=results, outputs=[str(work / 'report' / 'results.json')]))
     return stages
 
 
@@ -153,31 +204,133 @@ def data_root_opts(task: str, root: Path) -> list[str]:
     return [f'{k}={root}/' for k in keys]
 
 
+def why_rerun(stage: Stage, marks: Path) -> list[str] | None:
+    """None when the stage's record says it finished with this recipe, these inputs and these outputs; else why it
+    must run: [] when it never finished, the differences when it finished with something else."""
+    done = read_record(marks / f'{stage.name}.done')
+    if done is None:
+        return []
+    recipe = stage.recipe()
+    if done.get('key') != recipe_key(recipe):
+        return recipe_changes(done.get('recipe') or {}, recipe)
+    changes = identity_changes('input', done.get('inputs') or {}, {i: input_identity(i) for i in stage.inputs})
+    changes += identity_changes('output', done.get('outputs') or {},
+                                {o: file_identity(Path(o)) for o in stage.outputs})
+    return changes or None
+
+
+def why_fresh(stage: Stage, marks: Path, rerun: list[str]) -> list[str]:
+    """Why the stage's existing training work dir must not be resumed ([] = resume it): only an interrupted run of
+    the very same recipe and inputs may continue from its checkpoints."""
+    if rerun:  # it had finished with other settings or inputs
+        return rerun
+    started = read_record(marks / f'{stage.name}.started')
+    if not started:
+        return ['no record of what its work dir was started with']
+    recipe = stage.recipe()
+    if started.get('key') != recipe_key(recipe):
+        return recipe_changes(started.get('recipe') or {}, recipe)
+    return identity_changes('input', started.get('inputs') or {}, {i: input_identity(i) for i in stage.inputs})
+
+
+def set_aside(work_dir: Path, work: Path) -> Path:
+    """Move a work dir under <work>/superseded/<time>/ (outside what the report reads): nothing is deleted."""
+    try:
+        rel = work_dir.resolve().relative_to(work.resolve())
+    except ValueError:
+        rel = Path(work_dir.name)
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    dest = work / 'superseded' / stamp / rel
+    n = 1
+    while dest.exists():  # the same stage set aside twice within a second
+        dest = work / 'superseded' / f'{stamp}-{n}' / rel
+        n += 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(work_dir, dest)
+    return dest
+
+
+def stage_env(stage: Stage) -> dict[str, str]:
+    # PYTHON: the tools/*.sh launchers run their Python tool with it, so every stage runs with the interpreter (and so
+    # the environment) of this pipeline, whatever .venv or python3 would have been found.
+    return {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHON': sys.executable, **stage.env}
+
+
 def run(stages: list[Stage], work: Path) -> int:
+    try:
+        with work_dir_lock(work) as lock_fd:
+            return _run_locked(stages, work, lock_fd)
+    except WorkDirLocked as e:
+        print(f'[benchmark] {e}', file=sys.stderr)
+        return 1
+
+
+def _plan(stages: list[Stage], marks: Path) -> tuple[dict[str, list[str] | None], set[str]]:
+    """Each stage's record check, and the stages expected to run: those whose check fails and those that read what
+    one of them writes (checked again when their turn comes, as a rerun may write identical files)."""
+    checks = {s.name: why_rerun(s, marks) for s in stages}
+    producer = {o: s.name for s in stages for o in s.outputs}
+    expected: set[str] = set()
+    for s in stages:
+        reads = [str(Path(i[len(LAST):]) / 'last_checkpoint') if i.startswith(LAST) else i for i in s.inputs]
+        if checks[s.name] is not None or any(producer.get(r) in expected for r in reads):
+            expected.add(s.name)
+    return checks, expected
+
+
+def _run_locked(stages: list[Stage], work: Path, lock_fd: int) -> int:
     marks = work / 'stages'
     marks.mkdir(parents=True, exist_ok=True)
-    pending = [s for s in stages if not (marks / f'{s.name}.done').is_file()]
-    done = len(stages) - len(pending)
+    checks, expected = _plan(stages, marks)
+    done = len(stages) - len(expected)
     if done:
-        print(f'[benchmark] {done}/{len(stages)} stages already finished (markers in {marks}); continuing')
+        print(f'[benchmark] {done}/{len(stages)} stages already finished (records in {marks}); continuing')
+    changed = [f'{name} ({"; ".join(why)})' for name, why in checks.items() if why]
+    if changed:
+        print(f'[benchmark] {len(changed)} finished stage(s) were computed with something else and run again: '
+              + ', '.join(changed), flush=True)
     ratio_num, ratio_den = 0.0, 0.0  # actual / estimated time of the stages run now, to correct the ETA
     t_start = time.time()
-    for i, stage in enumerate(pending):
+    for i, stage in enumerate(stages):
+        rerun = why_rerun(stage, marks)  # again: the stages before it may have rewritten its inputs
+        if rerun is None:
+            if stage.name in expected:
+                print(f'[benchmark] stage {i + 1}/{len(stages)}: {stage.name}: its inputs are unchanged after all; '
+                      f'reused', flush=True)
+            continue
         scale = min(max(ratio_num / ratio_den, 0.5), 2.0) if ratio_den else 1.0  # one odd stage must not swing the ETA
-        eta = sum(s.est_s for s in pending[i:]) * scale
-        print(f'\n[benchmark] stage {done + i + 1}/{len(stages)}: {stage.name} (expected {fmt(stage.est_s * scale)}, '
+        eta = sum(s.est_s for s in stages[i:] if s.name in expected or s is stage) * scale
+        print(f'\n[benchmark] stage {i + 1}/{len(stages)}: {stage.name} (expected {fmt(stage.est_s * scale)}, '
               f'pipeline ETA {fmt(eta)}, elapsed {fmt(time.time() - t_start)})', flush=True)
+        if rerun:
+            print(f'[benchmark] {stage.name} had finished; it runs again: {"; ".join(rerun)}', flush=True)
+        if stage.work_dir is not None and stage.work_dir.exists():
+            fresh = why_fresh(stage, marks, rerun)
+            if fresh:
+                dest = set_aside(stage.work_dir, work)
+                why = '' if fresh is rerun else f'{"; ".join(fresh)}: '  # the reasons were just printed
+                print(f'[benchmark] {stage.name}: {why}moved its work dir {stage.work_dir} aside to {dest}; the stage '
+                      f'starts from scratch instead of resuming those checkpoints', flush=True)
         cmd = [resolve(a) for a in stage.cmd]
+        recipe = stage.recipe()
+        record: dict[str, Any] = {'key': recipe_key(recipe), 'recipe': recipe, 'cmd': cmd,
+                                  'inputs': {i: input_identity(i) for i in stage.inputs}, 'pid': os.getpid(),
+                                  'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+        (marks / f'{stage.name}.done').unlink(missing_ok=True)  # it no longer describes what is on disk
+        write_record(marks / f'{stage.name}.started', record)
         print('[benchmark] $ ' + shlex.join(cmd), flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT), **stage.env})
+        # The lock's descriptor goes to the stage: if this process is killed, a stage it leaves running still keeps
+        # a second pipeline out of the work dir.
+        proc = subprocess.run(cmd, cwd=ROOT, env=stage_env(stage), pass_fds=(lock_fd,))
         took = time.time() - t0
         if proc.returncode != 0:
             print(f'[benchmark] stage {stage.name} FAILED (exit code {proc.returncode}) after {fmt(took)}. Fix the '
                   f'cause shown above and rerun the same command: finished stages are kept, this one resumes from '
                   f'its last checkpoint.', file=sys.stderr)
             return proc.returncode
-        (marks / f'{stage.name}.done').write_text(json.dumps({'cmd': cmd, 'seconds': round(took, 1)}) + '\n')
+        write_record(marks / f'{stage.name}.done', {**record, 'seconds': round(took, 1),
+                                                     'outputs': {o: file_identity(Path(o)) for o in stage.outputs}})
         ratio_num += took
         ratio_den += stage.est_s
     print(f'\n[benchmark] all {len(stages)} stages finished ({fmt(time.time() - t_start)} this run). '
@@ -196,7 +349,8 @@ def main() -> int:
     parser.add_argument('--ade', type=Path, help='full preset: ADEChallengeData2016 root')
     parser.add_argument('--inits', nargs='+', choices=['sdae', 'mae', 'random'], help='default: all three')
     parser.add_argument('--seeds', nargs='+', type=int, help="fine-tuning seeds (default: the preset's)")
-    parser.add_argument('--dry-run', action='store_true', help='print the stages and exit')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the stages (finished, changed or to run) and exit')
     args = parser.parse_args()
     preset = replace(PRESETS[args.preset], inits=tuple(args.inits or PRESETS[args.preset].inits),
                      seeds=tuple(args.seeds or PRESETS[args.preset].seeds))
@@ -207,8 +361,12 @@ def main() -> int:
     work = args.work_dir or ROOT / 'work_dirs' / args.preset
     stages = build_stages(args, preset, work)
     if args.dry_run:
+        checks, expected = _plan(stages, work / 'stages')
         for s in stages:
-            print(f'{s.name:<24} ~{fmt(s.est_s):>7}  {shlex.join(s.cmd)}')
+            state = 'finished' if s.name not in expected else 'changed' if checks[s.name] else 'to run'
+            print(f'{s.name:<24} {state:<8} ~{fmt(s.est_s):>7}  {shlex.join(s.cmd)}')
+            if checks[s.name]:
+                print(f'{"":<24} ({"; ".join(checks[s.name])})')
         return 0
     return run(stages, work)
 

@@ -4,8 +4,5 @@
 #   tools/run_benchmark.sh --preset demo-long          # embedded data, ~2 h on 2 CPU cores, 2 seeds
 # See `tools/run_benchmark.sh --help` for every option.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 exec "$PY" "$ROOT/tools/run_benchmark.py" "$@"

@@ -5,10 +5,8 @@
 #
 # Extra srun options through SRUN_ARGS (e.g. SRUN_ARGS="--quotatype=auto"); CPUS_PER_TASK feeds the data workers.
 set -euo pipefail
-if [[ $# -lt 3 ]]; then
-  sed -n '2,6p' "$0" >&2
-  exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
+require_args 3 $# "PARTITION JOB_NAME CONFIG [--work-dir DIR] [--resume [CKPT]] [pretrain.py options]"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -16,10 +14,6 @@ shift 3
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-10}
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY=python3
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \

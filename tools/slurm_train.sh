@@ -3,10 +3,8 @@
 #   [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR \
 #       [--pretrained CKPT] [--resume [CKPT]] [--cfg-options k=v ...]
 set -euo pipefail
-if [[ $# -lt 4 ]]; then
-  echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py options]" >&2
-  exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
+require_args 4 $# "PARTITION JOB_NAME CONFIG WORK_DIR [train.py options]"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -15,12 +13,7 @@ shift 4
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY=python
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
-  --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
+  --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
   "$PY" -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "$@"

@@ -1,4 +1,4 @@
-"""Run dirs as tools/benchmark_report.py reads them: only what our tools and mmengine write (team contract 5), never
+"""Run dirs as the benchmark report reads them: only what our tools and mmengine write (team contract 5), never
 console text.
 
   <work_dir>/run_status.json                    status, kind, recipe, pretrained checkpoint and its metadata
@@ -54,7 +54,9 @@ TASK_TITLES = {'det': 'COCO (Mask R-CNN)', 'seg': 'ADE20K (UperNet)'}
 CURVE_METRIC = {'det': METRIC_BY_NAME['bbox_AP'], 'seg': METRIC_BY_NAME['mIoU']}
 
 # What a run looks like in the report. 'ok' is the only state with final numbers.
-STATES = ('ok', 'running', 'stalled', 'not tested', 'test failed', 'failed', 'corrupt', 'unknown', 'missing')
+# 'invalid': the test result holds values that are not finite numbers, and no valid one.
+STATES = ('ok', 'running', 'stalled', 'not tested', 'test failed', 'invalid', 'failed', 'corrupt', 'unknown',
+          'missing')
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Run:
     ended: str | None = None
     error: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)  # Metric.name -> display units; None = n/a (-1)
+    invalid: dict[str, Any] = field(default_factory=dict)  # Metric.name -> a stored value that is no finite number
     train: list[dict] = field(default_factory=list)  # scalars.json training lines, sorted by step
     val: list[dict] = field(default_factory=list)  # scalars.json validation lines, sorted by step
     progress: str | None = None  # e.g. 'epoch 3/12'
@@ -133,7 +136,8 @@ def read_json_dict(path: Path) -> tuple[dict | None, str | None]:
     return data, None
 
 
-def _finite(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """A real, finite number (JSON's NaN / Infinity, strings and booleans are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -157,7 +161,7 @@ def read_scalars(work_dir: Path, notes: list[str]) -> tuple[list[dict], list[dic
             except json.JSONDecodeError:
                 bad.append(i)
                 continue
-            if not isinstance(rec, dict) or not _finite(rec.get('step')):
+            if not isinstance(rec, dict) or not is_finite_number(rec.get('step')):
                 bad.append(i)
                 continue
             # LoggerHook writes training lines with lr/loss* and validation lines with the metrics only.
@@ -220,39 +224,82 @@ def _progress(run: Run) -> str | None:
         return None
     last = run.train[-1]
     cfg = run.config_flat or {}
-    if _finite(last.get('epoch')) and cfg.get('train_cfg.type') != 'IterBasedTrainLoop':
+    if is_finite_number(last.get('epoch')) and cfg.get('train_cfg.type') != 'IterBasedTrainLoop':
         total = cfg.get('train_cfg.max_epochs')
-        return f'epoch {int(last["epoch"])}' + (f'/{total}' if _finite(total) else '')
+        return f'epoch {int(last["epoch"])}' + (f'/{total}' if is_finite_number(total) else '')
     total = cfg.get('train_cfg.max_iters')
-    return f'iter {int(last["step"])}' + (f'/{total}' if _finite(total) else '')
+    return f'iter {int(last["step"])}' + (f'/{total}' if is_finite_number(total) else '')
 
 
-def _metrics_from_test(metrics: Any, path: Path, task: str | None, notes: list[str]) -> dict[str, float | None]:
+def _invalid_reason(raw: Any) -> str:
+    """Why a stored metric value is not one, in words a user can act on."""
+    if isinstance(raw, bool):
+        return 'a boolean'
+    if isinstance(raw, str):
+        try:
+            float(raw)
+        except ValueError:
+            return 'a string'
+        return 'a number stored as a string: not written by tools/test.py?'
+    if isinstance(raw, float) and math.isnan(raw):
+        return 'NaN: the evaluation produced no number'
+    if isinstance(raw, float):
+        return 'infinite'
+    return 'null' if raw is None else f'a JSON {type(raw).__name__}'
+
+
+def _invalid_groups(items: dict[str, Any], why: bool = True) -> list[str]:
+    """'k1, k2 = nan are not numbers (NaN: ...)' per distinct value: one readable line for a file full of NaNs."""
+    by_value: dict[str, list[str]] = {}
+    raws: dict[str, Any] = {}
+    for key, raw in items.items():
+        by_value.setdefault(repr(raw), []).append(key)
+        raws[repr(raw)] = raw
+    out = []
+    for value, keys in by_value.items():
+        names = ', '.join(keys[:3]) + (f' and {len(keys) - 3} more' if len(keys) > 3 else '')
+        text = f'{names} = {value}'
+        if why:
+            verb = ' is not a number' if len(keys) == 1 else ' are not numbers'
+            text += f'{verb} ({_invalid_reason(raws[value])})'
+        out.append(text)
+    return out
+
+
+def _metrics_from_test(metrics: Any, path: Path, task: str | None, notes: list[str],
+                       invalid: dict[str, Any]) -> dict[str, float | None]:
+    """Known metrics in display units. A value that is not a finite number goes into `invalid` (and a note naming the
+    file): it must neither read as "n/a" (no ground truth of that size) nor enter a mean or a plot."""
     if not isinstance(metrics, dict):
         notes.append(f'{path}: "metrics" is {type(metrics).__name__}, expected an object')
         return {}
     out: dict[str, float | None] = {}
+    bad: dict[str, Any] = {}  # key in the file -> its value
     for m in METRICS:
         if task and m.task != task:
             continue
         # Exact key first; a metric configured with another prefix ('val/coco/bbox_mAP') is still found.
-        raw = metrics.get(m.key)
-        if raw is None:
-            raw = next((v for k, v in metrics.items() if isinstance(k, str) and k.endswith('/' + m.key)), None)
-        if raw is None:
+        key = m.key if m.key in metrics else next(
+            (k for k in metrics if isinstance(k, str) and k.endswith('/' + m.key)), None)
+        if key is None:
             continue
-        if not _finite(raw):
-            notes.append(f'{path}: {m.key} = {raw!r} is not a number')
+        raw = metrics[key]
+        if not is_finite_number(raw):
+            invalid[m.name] = raw
+            bad[key] = raw
             continue
         if m.scale != 1.0 and raw == -1:
             out[m.name] = None  # pycocotools' -1: no ground truth of that size
             continue
         if m.scale != 1.0 and raw > 1.0:
-            notes.append(f'{path}: {m.key} = {raw} > 1, expected a fraction from CocoMetric; shown unscaled')
+            notes.append(f'{path}: {key} = {raw} > 1, expected a fraction from CocoMetric; shown unscaled')
             out[m.name] = float(raw)
             continue
         out[m.name] = float(raw) * m.scale
-    if task == 'seg' and all(_finite(metrics.get(k)) and 0 < metrics[k] <= 1 for k in ('mIoU', 'aAcc')):
+    if bad:
+        notes.append(f'{path}: {"; ".join(_invalid_groups(bad))}: invalid value{"s" if len(bad) > 1 else ""}, shown as '
+                     f'INVALID and left out of means and plots; {FIXES.get(path.name, "rewrite it")}')
+    if task == 'seg' and all(is_finite_number(metrics.get(k)) and 0 < metrics[k] <= 1 for k in ('mIoU', 'aAcc')):
         notes.append(f'{path}: mIoU/aAcc are <= 1: fractions where mmseg reports percentages? shown as they are')
     return out
 
@@ -313,7 +360,7 @@ def read_run(path: Path, stale_after_s: float, now: float | None = None) -> Run:
             run.pretrained = _path_or_none(test.get('pretrained'), test_file, run.notes)
             meta = test.get('pretrained_meta')
             run.pretrained_meta = meta if isinstance(meta, dict) else None
-        run.metrics = _metrics_from_test(test.get('metrics'), test_file, run.kind, run.notes)
+        run.metrics = _metrics_from_test(test.get('metrics'), test_file, run.kind, run.notes, run.invalid)
 
     if run.kind not in (None, 'det', 'seg', 'pretrain'):
         run.notes.append(f'{status_file}: unknown kind {run.kind!r}')
@@ -356,7 +403,11 @@ def read_run(path: Path, stale_after_s: float, now: float | None = None) -> Run:
         run.state = 'corrupt'
     else:
         run.state = 'unknown'
-    if run.state == 'ok' and not run.metrics:
+    if run.state == 'ok' and not run.metrics and run.invalid:
+        run.state = 'invalid'
+        run.error = (f'{test_file}: no valid {run.kind or "known"} metric, every one is invalid: '
+                     + '; '.join(_invalid_groups({METRIC_BY_NAME[k].key: v for k, v in run.invalid.items()}, False)))
+    elif run.state == 'ok' and not run.metrics:
         run.state = 'test failed'
         run.error = f'{test_file}: no {run.kind or "known"} metric in "metrics"'
         if run.kind == 'det':  # mmdet's CocoMetric returns {} when the model detected nothing on the whole test set

@@ -1,4 +1,4 @@
-"""Outputs of tools/benchmark_report.py: results.json, results.csv, report.md, report.html and plots/*.png.
+"""Outputs of the benchmark report: results.json, results.csv, report.md, report.html and plots/*.png.
 
 report.html is self-contained (plots as base64 PNG, inline CSS, no script, a Content-Security-Policy that forbids any
 fetch) so it can be mailed or archived with a run.
@@ -21,11 +21,12 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.report_runs import CURVE_METRIC, METRICS, TASK_TITLES, Run  # noqa: E402
+from report.runs import CURVE_METRIC, METRIC_BY_NAME, METRICS, TASK_TITLES, Run, is_finite_number  # noqa: E402
 
 MAIN = [m for m in METRICS if m.main]
 STATE_TEXT = {'missing': 'missing', 'none': '—', 'running': 'running', 'stalled': 'stalled', 'failed': 'FAILED',
-              'test failed': 'TEST FAILED', 'not tested': 'not tested', 'corrupt': 'CORRUPT', 'unknown': 'unknown'}
+              'test failed': 'TEST FAILED', 'invalid': 'INVALID', 'not tested': 'not tested', 'corrupt': 'CORRUPT',
+              'unknown': 'unknown'}
 
 
 def _atomic_write(path: Path, data: str | bytes) -> None:
@@ -67,11 +68,13 @@ def cell_text(row, task: str, metric) -> str:
         return ''
     if cell.state in ('ok', 'partial', 'published'):
         if metric.name not in cell.values:
-            return 'n/a'
+            return 'INVALID' if metric.name in cell.invalid else '—'
         v = cell.values[metric.name]
         text = _num(v)
         if metric.name in cell.std:
             text += f' ± {cell.std[metric.name]:.2f}'
+        if metric.name in cell.invalid:
+            text += '†'
         if cell.state == 'partial':
             text += '*'
         if metric.name in cell.delta:
@@ -102,6 +105,10 @@ def row_notes(row) -> list[str]:
             if r.state != 'ok':
                 error = r.error.strip().splitlines()[-1] if r.error and r.error.strip() else ''
                 notes.append(f'{task} {_rel(r.path)}: {r.state}' + (f' ({error})' if error else ''))
+        for name, runs in cell.invalid.items():
+            notes.append(f'{"" if name not in cell.values else "† "}{task} {METRIC_BY_NAME[name].label}: invalid '
+                         f'value left out: ' + ', '.join(f'{_rel(r.path / "test_results.json")} ({r.invalid[name]!r})'
+                                                           for r in runs))
         if cell.delta_note:
             notes.append(f'{task}: {cell.delta_note}')
     return notes
@@ -110,18 +117,20 @@ def row_notes(row) -> list[str]:
 def _cell_json(cell) -> dict[str, Any]:
     return {'state': cell.state, 'recipes': cell.recipes, 'n_runs': len(cell.runs), 'n_ok': cell.n_ok,
             'values': cell.values, 'std': cell.std, 'delta': cell.delta, 'delta_note': cell.delta_note,
+            'invalid': {k: [_rel(r.path) for r in v] for k, v in cell.invalid.items()},
             'runs': [_rel(r.path) for r in cell.runs]}
 
 
 def _run_json(run: Run, row_of: dict[int, str]) -> dict[str, Any]:
     return {'path': _rel(run.path), 'kind': run.kind, 'recipe': run.recipe, 'state': run.state, 'status': run.status,
             'row': row_of.get(id(run)), 'pretrained': run.pretrained, 'pretrained_meta': run.pretrained_meta,
-            'metrics': run.metrics, 'progress': run.progress, 'started': run.started, 'ended': run.ended,
-            'error': run.error, 'notes': run.notes, 'final_loss': _final_loss(run)}
+            'metrics': run.metrics, 'invalid_metrics': {k: repr(v) for k, v in run.invalid.items()},
+            'progress': run.progress, 'started': run.started, 'ended': run.ended, 'error': run.error,
+            'notes': run.notes, 'final_loss': _final_loss(run)}
 
 
 def _final_loss(run: Run) -> float | None:
-    losses = [rec['loss'] for rec in run.train if isinstance(rec.get('loss'), (int, float))]
+    losses = [rec['loss'] for rec in run.train if isinstance(rec.get('loss'), (int, float))]  # NaN: diverged
     return float(losses[-1]) if losses else None
 
 
@@ -206,7 +215,7 @@ def _val_value(rec: dict, metric) -> float | None:
     v = rec.get(metric.key)
     if v is None:
         v = next((x for k, x in rec.items() if k.endswith('/' + metric.key)), None)
-    return v * metric.scale if isinstance(v, (int, float)) and v != -1 else None
+    return v * metric.scale if is_finite_number(v) and v != -1 else None  # a NaN / string never reaches a plot
 
 
 def make_plots(report, plot_dir: Path) -> list[dict]:
@@ -256,7 +265,7 @@ def make_plots(report, plot_dir: Path) -> list[dict]:
             style = dict(color=f'C{names.index(name) % 10}', ls=('-', '--', ':', '-.')[seen.get(name, 0) % 4], lw=1,
                          label=f'{name} ({r.path.name}, {r.state})')
             seen[name] = seen.get(name, 0) + 1
-            pts = [(rec['step'], rec['loss']) for rec in r.train if isinstance(rec.get('loss'), (int, float))]
+            pts = [(rec['step'], rec['loss']) for rec in r.train if is_finite_number(rec.get('loss'))]
             if pts:
                 ax_l.plot(*zip(*pts), **style)
             vpts = [(rec['step'], v) for rec in r.val if (v := _val_value(rec, metric)) is not None]
@@ -274,11 +283,11 @@ def make_plots(report, plot_dir: Path) -> list[dict]:
         _save(fig, plot_dir / name)
         plots.append({'file': f'plots/{name}', 'title': f'{TASK_TITLES[task]} fine-tuning curves'})
 
-    pre = [r for r in report['pretrain_runs'] if any(isinstance(x.get('loss'), (int, float)) for x in r.train)]
+    pre = [r for r in report['pretrain_runs'] if any(is_finite_number(x.get('loss')) for x in r.train)]
     if pre:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for r in pre:
-            pts = [(rec['step'], rec['loss']) for rec in r.train if isinstance(rec.get('loss'), (int, float))]
+            pts = [(rec['step'], rec['loss']) for rec in r.train if is_finite_number(rec.get('loss'))]
             ax.plot(*zip(*pts), lw=1, label=f'{r.recipe} ({_rel(r.path)}, {r.state})')
         ax.set(xlabel='iteration', ylabel='loss', title='Pretraining loss')
         ax.grid(alpha=0.3)
@@ -316,7 +325,8 @@ def tables(report) -> list[tuple[str, list[str], list[list[str]], list[str], lis
             continue
         body = [[row.name] + [cell_text(row, task, m) for m in ms] for row in rows if task in row.cells]
         out.append((f'{TASK_TITLES[task]}: all metrics', ['checkpoint'] + [m.label for m in ms], body,
-                    ['AP in percent; n/a: no ground truth of that size (pycocotools -1).'], [''] * len(body)))
+                    ['AP in percent; n/a: no ground truth of that size (pycocotools -1); INVALID, †, —: see the '
+                     'legend under Results.'], [''] * len(body)))
 
     body = []
     for row in rows:
@@ -343,7 +353,8 @@ def tables(report) -> list[tuple[str, list[str], list[list[str]], list[str], lis
     row_of = _row_of(report)
     body, states = [], []
     for r in report['runs']:
-        headline = ', '.join(f'{m.label} {_num(r.metrics[m.name])}' for m in MAIN if m.name in r.metrics)
+        headline = ', '.join(f'{m.label} {_num(r.metrics[m.name]) if m.name in r.metrics else "INVALID"}'
+                             for m in MAIN if m.name in r.metrics or m.name in r.invalid)
         loss = _final_loss(r)
         body.append([_rel(r.path), r.kind or '?', r.recipe or '?', row_of.get(id(r), ''), r.state,
                      r.progress or '', headline or ('' if loss is None else f'final loss {loss:.4f}'),
@@ -359,8 +370,10 @@ def _legend(report) -> str:
     return ((f'Deltas (in parentheses) against the baseline row {base!r}. ' if base else
              'No baseline row (pass --baseline NAME for deltas). ') +
             'COCO AP in percent (CocoMetric fractions x100); ADE mIoU/mAcc/aAcc in percent. ± : std over runs (seeds). '
-            '*: mean of the runs that finished. missing: no run; running / stalled: not finished; FAILED / '
-            'TEST FAILED / CORRUPT: see notes and the Runs table.')
+            '*: mean of the runs that finished. n/a: no ground truth of that size (pycocotools -1). INVALID: the '
+            'stored value is not a number (see notes); it is left out of means and plots; †: mean without such '
+            'values. —: not in the test results. missing: no run; running / stalled: not finished; FAILED / TEST '
+            'FAILED / CORRUPT: see notes and the Runs table.')
 
 
 def _md_escape(text: str) -> str:
@@ -386,9 +399,10 @@ def markdown(report, plots: list[dict]) -> str:
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 4px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;
 vertical-align:top}th{background:#f2f2f2}tr.published td{color:#666;font-style:italic}tr.baseline td{font-weight:600}
-tr.failed td,tr.corrupt td,tr.test-failed td{background:#fde8e8}tr.running td,tr.stalled td,tr.not-tested td,
-tr.partial td,tr.missing td{background:#fff6dd}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px}
-p.note{color:#555;margin:2px 0}figure{display:inline-block;margin:8px}img{max-width:100%}code{font-size:13px}"""
+tr.failed td,tr.corrupt td,tr.test-failed td,tr.invalid td{background:#fde8e8}tr.running td,tr.stalled td,
+tr.not-tested td,tr.partial td,tr.missing td{background:#fff6dd}.warn{background:#fff3cd;border:1px solid #e0c36a;
+padding:8px 12px}p.note{color:#555;margin:2px 0}figure{display:inline-block;margin:8px}img{max-width:100%}
+code{font-size:13px}"""
 
 
 def _sup(label: str) -> str:

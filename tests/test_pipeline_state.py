@@ -1,0 +1,218 @@
+"""tools/run_benchmark.py's work-dir lock, its stage records (keyed by what a stage was computed with) and the
+interpreter its stages run with, on stages of a few milliseconds (tests/test_pipeline.py runs the real stages)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools import run_benchmark as rb
+from tools.pipeline_state import LAST, WorkDirLocked, config_digest, work_dir_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# A training stage in miniature: resumes from the checkpoint in its work dir (and says so in train.log), "trains" to
+# ITERS and records the checkpoint as mmengine does. With the file FAIL present it dies after its first checkpoint.
+TRAIN = r'''
+import sys; from pathlib import Path
+wd, iters, fail = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+wd.mkdir(parents=True, exist_ok=True)
+ckpt = wd / 'ckpt.txt'
+start = int(ckpt.read_text()) if ckpt.is_file() else 0
+with open(wd / 'train.log', 'a') as log:
+    log.write(f'resumed from {start}\n' if start else 'from scratch\n')
+ckpt.write_text(str(min(start + 2, iters) if fail.exists() else iters))
+(wd / 'last_checkpoint').write_text(str(ckpt))
+sys.exit(1 if fail.exists() else 0)
+'''
+TEST = r'''
+import json, sys; from pathlib import Path
+ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
+out.write_text(json.dumps({'iters': int(ckpt.read_text())}))
+'''
+
+
+def fake_stages(tmp: Path, budget: str) -> list[rb.Stage]:
+    wd = tmp / 'work' / 'train'
+    iters = '4' if budget == 'tiny' else '100'
+    return [rb.Stage('train', [PY, '-c', TRAIN, str(wd), iters, str(tmp / 'FAIL')], 1.0, budget=budget,
+                     outputs=[str(wd / 'last_checkpoint')], work_dir=wd),
+            rb.Stage('train-test', [PY, '-c', TEST, f'{LAST}{wd}', str(wd / 'test_results.json')], 1.0, budget=budget,
+                     inputs=[f'{LAST}{wd}'], outputs=[str(wd / 'test_results.json')])]
+
+
+def pipeline(tmp: Path, budget: str, capfd) -> tuple[int, str]:
+    code = rb.run(fake_stages(tmp, budget), tmp / 'work')
+    out, err = capfd.readouterr()
+    return code, out + err
+
+
+def results(tmp: Path) -> dict:
+    return json.loads((tmp / 'work' / 'train' / 'test_results.json').read_text())
+
+
+def test_changed_budget_recomputes_and_training_starts_fresh(tmp_path, capfd):
+    wd = tmp_path / 'work' / 'train'
+    assert pipeline(tmp_path, 'tiny', capfd)[0] == 0 and results(tmp_path) == {'iters': 4}
+    code, out = pipeline(tmp_path, 'tiny', capfd)
+    assert code == 0 and '2/2 stages already finished' in out and '$ ' not in out  # same settings: nothing runs
+
+    code, out = pipeline(tmp_path, 'default', capfd)
+    assert code == 0, out
+    assert ("2 finished stage(s) were computed with something else and run again: train (budget 'tiny' -> 'default'; "
+            "command changed (-4, +100)), train-test (budget 'tiny' -> 'default')") in out
+    assert "train had finished; it runs again: budget 'tiny' -> 'default'; command changed (-4, +100)" in out
+    [old] = list((tmp_path / 'work' / 'superseded').glob('*/train'))
+    assert (f"[benchmark] train: moved its work dir {wd} aside to {old}; the stage starts from scratch instead of "
+            "resuming those checkpoints") in out
+    assert (wd / 'train.log').read_text() == 'from scratch\n'  # not resumed from the tiny checkpoint
+    assert (old / 'ckpt.txt').read_text() == '4' and (old / 'train.log').is_file()  # nothing lost
+    assert results(tmp_path) == {'iters': 100}
+    done = json.loads((tmp_path / 'work' / 'stages' / 'train.done').read_text())
+    assert done['recipe']['budget'] == 'default' and done['recipe']['cmd'][0] == '<python>'
+
+
+def test_interrupted_stage_resumes_only_with_the_same_settings(tmp_path, capfd):
+    wd = tmp_path / 'work' / 'train'
+    (tmp_path / 'FAIL').touch()  # dies after its first checkpoint, as a killed run
+    code, out = pipeline(tmp_path, 'tiny', capfd)
+    assert code == 1 and 'stage train FAILED' in out
+    (tmp_path / 'FAIL').unlink()
+    code, out = pipeline(tmp_path, 'tiny', capfd)  # same settings: continues from its checkpoint
+    assert code == 0 and (wd / 'train.log').read_text() == 'from scratch\nresumed from 2\n' and 'aside' not in out
+
+    (tmp_path / 'FAIL').touch()
+    code, out = pipeline(tmp_path, 'default', capfd)  # finished tiny, then a default run killed in training
+    assert code == 1 and 'moved its work dir' in out
+    (tmp_path / 'FAIL').unlink()
+    code, out = pipeline(tmp_path, 'tiny', capfd)  # back to tiny: the interrupted default run is not resumed either
+    assert code == 0
+    assert ("budget 'default' -> 'tiny'; command changed (-100, +4): moved its work dir" in out)
+    assert (wd / 'train.log').read_text() == 'from scratch\n' and results(tmp_path) == {'iters': 4}
+    kept = sorted((tmp_path / 'work' / 'superseded').glob('*/train'))  # both old work dirs, even within one second
+    assert [(d / 'ckpt.txt').read_text() for d in kept] == ['4', '2']
+
+
+def test_changed_input_or_output_and_old_markers_recompute(tmp_path, capfd):
+    wd = tmp_path / 'work' / 'train'
+    marks = tmp_path / 'work' / 'stages'
+    assert pipeline(tmp_path, 'tiny', capfd)[0] == 0
+    (wd / 'ckpt.txt').write_text('7')  # the checkpoint the test read was rewritten by hand
+    code, out = pipeline(tmp_path, 'tiny', capfd)
+    assert code == 0 and f'train-test had finished; it runs again: its input checkpoint recorded in {wd} changed ' \
+                         'since' in out
+    assert results(tmp_path) == {'iters': 7} and 'train had finished' not in out
+
+    (wd / 'test_results.json').unlink()
+    code, out = pipeline(tmp_path, 'tiny', capfd)
+    assert code == 0 and f'its output {wd / "test_results.json"} is gone' in out and results(tmp_path)
+
+    # A record of the version before keyed markers: only the command and the time.
+    (marks / 'train-test.done').write_text(json.dumps({'cmd': ['x'], 'seconds': 1.0}))
+    code, out = pipeline(tmp_path, 'tiny', capfd)
+    assert code == 0 and 'train-test (its record predates keyed stage markers' in out
+
+
+def test_every_stage_key_depends_on_the_budget(monkeypatch, tmp_path):
+    args = argparse.Namespace(gpus=1, data_root=tmp_path / 'data', imagenet=None, coco=None, ade=None)
+    keys = {}
+    for budget in ('tiny', ''):
+        monkeypatch.setenv('SDAE_DEMO_BUDGET', budget)
+        stages = rb.build_stages(args, rb.PRESETS['demo'], tmp_path / 'work')
+        keys[budget] = {s.name: rb.recipe_key(s.recipe()) for s in stages}
+    assert len(keys['tiny']) == 18 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
+
+
+def test_config_digest_follows_base_files(tmp_path):
+    (tmp_path / '_base_').mkdir()
+    (tmp_path / '_base_' / 'sched.py').write_text('max_iters = 10\n')
+    top = tmp_path / 'top.py'
+    # Not valid Python until mmengine substitutes {{_base_.x}}: the digest must not need to parse it.
+    top.write_text("_base_ = ['mmdet::_base_/default_runtime.py', './_base_/sched.py']\nx = {{_base_.max_iters}}\n")
+    before = config_digest(top)
+    (tmp_path / '_base_' / 'sched.py').write_text('max_iters = 20\n')
+    assert config_digest(top) != before
+
+
+FIRST = r'''
+import sys; from pathlib import Path
+from tools import run_benchmark as rb
+slow = rb.Stage('slow', [sys.executable, '-c', 'import time; time.sleep(300)'], 1.0)
+sys.exit(rb.run([slow], Path(sys.argv[1])))
+'''
+
+
+def test_second_pipeline_on_a_work_dir_stops_naming_the_first(tmp_path):
+    work = tmp_path / 'work'
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    first = subprocess.Popen([PY, '-c', FIRST, str(work)], cwd=ROOT, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while not (work / 'stages' / 'slow.started').is_file():
+            assert first.poll() is None and time.time() - t0 < 60, 'the first pipeline did not start its stage'
+            time.sleep(0.05)
+        t0 = time.time()
+        second = subprocess.run([PY, 'tools/run_benchmark.py', '--work-dir', str(work), '--data-root',
+                                 str(tmp_path / 'data')], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1 and time.time() - t0 < 30
+        assert f'[benchmark] another pipeline is running in {work}: PID {first.pid} on ' in second.stderr
+        assert '[benchmark] stage' not in second.stdout and not (work / 'stages' / 'data.started').exists()
+
+        # kill -9 of the pipeline alone: the stage it left running still holds the work dir.
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        with pytest.raises(WorkDirLocked, match=f'PID {first.pid} has ended, but a stage process it started still '
+                                                'holds the lock'):
+            with work_dir_lock(work, orphan_grace_s=0.5):
+                pass
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the stage too
+        first.wait()
+    t0 = time.time()
+    while True:  # the kernel releases the lock once the last holder is gone
+        try:
+            with work_dir_lock(work):
+                break
+        except WorkDirLocked:
+            assert time.time() - t0 < 10, 'the lock outlived every process that held it'
+            time.sleep(0.05)
+
+
+def test_stages_run_with_the_pipelines_interpreter(tmp_path):
+    # A Python that is neither .venv/bin/python nor python3 on PATH, as a user's conda or system environment is.
+    other = tmp_path / 'env'
+    subprocess.run([PY, '-m', 'venv', '--without-pip', str(other)], check=True)
+    other_py = other / 'bin' / 'python'
+    probe = r'''
+import sys; from pathlib import Path
+from tools import run_benchmark as rb
+launcher = rb.Stage('probe', ['bash', 'tools/run_benchmark.sh', '--dry-run', '--work-dir', sys.argv[1]], 1.0)
+sys.exit(rb.run([launcher], Path(sys.argv[1])))
+'''
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHON'}
+    proc = subprocess.run([str(other_py), '-c', probe, str(tmp_path / 'work')], cwd=ROOT, capture_output=True,
+                          text=True, env={**env, 'PYTHONPATH': str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # The dry run the launcher started lists the stages with the interpreter it runs with.
+    assert f'{other_py} tools/make_demo_data.py' in proc.stdout
+    assert '.venv/bin/python' not in proc.stdout
+
+
+def test_launchers_refuse_a_python_that_does_not_exist(tmp_path):
+    proc = subprocess.run(['bash', 'tools/dist_train.sh', 'cfg.py', '1'], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHON': str(tmp_path / 'nope')})
+    assert proc.returncode == 2
+    assert proc.stderr == (f'dist_train.sh: PYTHON={tmp_path / "nope"} is not an executable; point it at the '
+                           "environment's python or unset it\n")
+    proc = subprocess.run(['bash', 'tools/dist_test.sh', 'cfg.py'], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith('usage: dist_test.sh CONFIG CKPT GPUS')
