@@ -57,8 +57,8 @@ class EMATeacherHook(Hook):
     def __init__(self, momentum: float = 0.96, end_momentum: float = 0.99, by_epoch: bool = True,
                  momentum_by_epoch: bool | None = None):
         if by_epoch and momentum_by_epoch is False:
-            raise ValueError('EMATeacherHook: by_epoch=True updates once per epoch, so the momentum can only follow the '
-                             'epoch (momentum_by_epoch must be True or None)')
+            raise ValueError('EMATeacherHook: by_epoch=True updates once per epoch, so the momentum can only follow '
+                             'the epoch (momentum_by_epoch must be True or None)')
         self.momentum, self.end_momentum, self.by_epoch = momentum, end_momentum, by_epoch
         self.momentum_by_epoch = by_epoch if momentum_by_epoch is None else momentum_by_epoch
 

@@ -1,8 +1,8 @@
-# SdAE, the paper-text reading of the loss: the official recipe (sdae_vit-base-p16_300e_in1k.py, source
-# github.com/AbrahamYabo/SdAE) with one change, the cosine taken per token over the 768 channels and averaged over
-# the masked tokens (cos_dim='channels') -- how the paper's text describes the loss between predicted and teacher
-# token features. The official multi-fold code instead calls F.cosine_similarity with its default dim=1 on
-# [B*3, 49, 768], i.e. per channel across a fold's tokens (cos_dim='tokens', the official config).
+# SdAE, the paper-text reading of the loss: the official recipe with one change, the cosine taken per token over the
+# 768 channels and averaged over the masked tokens (cos_dim='channels') -- how the paper's text describes the loss
+# between predicted and teacher token features. The official multi-fold code instead calls F.cosine_similarity with
+# its default dim=1 on [B*3, 49, 768], i.e. per channel across a fold's tokens (cos_dim='tokens', the official config).
+# Source: github.com/AbrahamYabo/SdAE (engine_pretrain.py for the loss), through ./sdae_vit-base-p16_300e_in1k.py.
 #
 # Deviations from the source code: the official config's table, plus
 # | what   | official code                                  | here                            | why |

@@ -14,7 +14,7 @@
 # |                 | over epochs                          | over iterations                        | keeps random targets    |
 # | batch, lr       | 8 x 96, blr 2.666e-4                 | 1 x 64, blr 1.5e-3                     | small model, few steps  |
 # | schedule        | 300 epochs, 60 warmup                | 6 epochs, 1 warmup                     | minutes, not days       |
-# | precision       | fp16 autocast                        | fp32 (amp off)                         | CPU                     |
+# | precision       | bf16 / fp16 autocast                 | fp32 (amp off)                         | CPU                     |
 # | loader, logging | 10 workers, pinned; log every 50,    | 1 worker, unpinned; log every 10,      | one worker keeps up     |
 # |                 | 3 checkpoints kept                   | 1 checkpoint kept                      | (~50 ms/batch), 2 cores |
 #   tools/pretrain.sh pretrain/configs/sdae_vit-tiny-p8_demo.py 1
