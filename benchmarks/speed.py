@@ -30,7 +30,7 @@ SIZES = {  # embed_dim, depth, heads
 VARIANTS = {
     'sdae': dict(objective='sdae', teacher_view='folds'),
     'mae': dict(objective='mae'),
-    'sdae_full_teacher': dict(objective='sdae', teacher_view='full'),
+    'sdae_full_teacher': dict(objective='sdae', teacher_view='full', cos_dim='channels'),  # official full-view loss
 }
 OPTIMIZERS = ('fused', 'foreach', 'for-loop')  # torch.optim.AdamW implementations
 

@@ -35,18 +35,32 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 
 @HOOKS.register_module()
 class EMATeacherHook(Hook):
-    """Updates ``model.teacher`` from ``model.encoder`` by EMA with a cosine momentum schedule.
+    """Updates ``model.teacher`` from ``model.encoder`` by EMA with a cosine momentum schedule (``momentum`` at the
+    start, rising towards ``end_momentum``). Three schedules, named after the official ``--ema_op``:
 
-    by_epoch=True (official SdAE): once at the end of each epoch, momentum from the epoch index over max_epochs.
-    by_epoch=False: after every iteration, from the iteration index over max_iters (needs a momentum closer to 1).
+    - ``by_epoch=True`` (official ``per_epoch``, the default): once at the end of each epoch, momentum from the epoch
+      index over max_epochs (official ``momentum_schedule[epoch]``).
+    - ``by_epoch=False, momentum_by_epoch=True`` (official ``per_ite``): after every iteration, with the momentum of
+      the current EPOCH (the per-epoch schedule's value, applied every iteration -- so it needs values much closer to
+      1 than the per-epoch default, as the official code's comment says).
+    - ``by_epoch=False`` (``momentum_by_epoch=False``, ours): after every iteration, momentum from the iteration index
+      over max_iters (DINO's per-iteration schedule; the demo configs use it).
+
+    With gradient accumulation the per-iteration modes update only on optimizer steps (the student does not change in
+    between); the official per_ite code updates after every micro-batch -- identical at accumulative_counts=1.
     The momentum is a function of the runner's position only and the teacher lives in the model's state_dict, so a
     resumed run continues the schedule exactly. Runs before CheckpointHook: a checkpoint holds the updated teacher.
     """
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, momentum: float = 0.96, end_momentum: float = 0.99, by_epoch: bool = True):
+    def __init__(self, momentum: float = 0.96, end_momentum: float = 0.99, by_epoch: bool = True,
+                 momentum_by_epoch: bool | None = None):
+        if by_epoch and momentum_by_epoch is False:
+            raise ValueError('EMATeacherHook: by_epoch=True updates once per epoch, so the momentum can only follow '
+                             'the epoch (momentum_by_epoch must be True or None)')
         self.momentum, self.end_momentum, self.by_epoch = momentum, end_momentum, by_epoch
+        self.momentum_by_epoch = by_epoch if momentum_by_epoch is None else momentum_by_epoch
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
@@ -57,22 +71,25 @@ class EMATeacherHook(Hook):
         names_s = [n for n, _ in model.encoder.named_parameters()]
         assert names_t == names_s, 'teacher and student encoder must have the same parameters in the same order'
 
-    def _update(self, runner, step: int, total: int) -> None:
+    def _update(self, runner) -> None:
         model = unwrap(runner.model)
         if getattr(model, 'teacher', None) is None:
             return
-        m = cosine_momentum(step, total, self.momentum, self.end_momentum)
+        if self.momentum_by_epoch:
+            m = cosine_momentum(runner.epoch, runner.max_epochs, self.momentum, self.end_momentum)
+        else:
+            m = cosine_momentum(runner.iter, runner.max_iters, self.momentum, self.end_momentum)
         ema_update(model.teacher, model.encoder, m)
         runner.message_hub.update_scalar('train/ema_momentum', m)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         # With gradient accumulation the student only changes on optimizer steps; follow it only then.
         if not self.by_epoch and runner.optim_wrapper.should_update():
-            self._update(runner, runner.iter, runner.max_iters)
+            self._update(runner)
 
     def after_train_epoch(self, runner) -> None:
         if self.by_epoch:
-            self._update(runner, runner.epoch, runner.max_epochs)
+            self._update(runner)
             runner.logger.info(f'EMA teacher updated at the end of epoch {runner.epoch + 1} with momentum '
                                f'{runner.message_hub.get_scalar("train/ema_momentum").current():.5f}')
 

@@ -2,7 +2,8 @@
 
 Shared: student ViT encoder (``backbones.vit.VisionTransformer``, MAE random masking), MAE decoder with mask tokens.
 ``objective='sdae'``: the head predicts the features an EMA teacher (``self.teacher``, updated by
-:class:`pretrain.hooks.EMATeacherHook`) computes from multi-fold masked views; loss 1 - cosine.
+:class:`pretrain.hooks.EMATeacherHook`) computes from multi-fold masked views; loss 1 - cosine. The defaults are the
+official code's (AbrahamYabo/SdAE): token-axis cosine, timm-0.3.2 random teacher, folds.
 ``objective='mae'``: the head predicts pixels (optionally per-patch normalised); loss MSE. No teacher is built.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from backbones.vit import Block, VisionTransformer, resize_pos_embed, sincos_pos_embed_2d
@@ -23,7 +26,7 @@ from .masking import MaskPlan, plan_masks
 
 OBJECTIVES = ('sdae', 'mae')
 TEACHER_VIEWS = ('folds', 'full')
-TEACHER_INITS = ('random', 'copy')
+TEACHER_INITS = ('official', 'mae', 'copy')
 COS_DIMS = ('channels', 'tokens')
 ARCH_KEYS = ('img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio')
 
@@ -67,17 +70,50 @@ class MaskedDecoder(nn.Module):
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
-    """Per-token standardisation over channels, (x - mean) / sqrt(var + 1e-6): a LayerNorm without affine, in fp32."""
-    return F.layer_norm(x.float(), x.shape[-1:], eps=1e-6)
+    """x: [..., D] -> per-token standardisation over the D channels, (x - mean) / sqrt(var + 1e-6), in fp32.
+
+    ``var`` is the unbiased variance (``torch.var``), as in the official engine_pretrain.py; a LayerNorm without affine
+    would use the biased one. For the loss only the eps term differs (the cosine is scale-invariant per token for
+    'channels' and per fold for 'tokens' up to that term: measured on [4, 147, 768] features, 1.2e-7 for 'tokens',
+    0 for 'channels'), but matching the source costs nothing.
+    """
+    x = x.float()
+    mean, var = x.mean(dim=-1, keepdim=True), x.var(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-6)
 
 
-def cosine_loss(pred: torch.Tensor, target: torch.Tensor, fold_sizes: tuple[int, ...], cos_dim: str = 'channels'
+def official_teacher_init_(vit: VisionTransformer) -> None:
+    """Re-initialise ``vit`` in place the way the official SdAE teacher starts: a timm-0.3.2 ``VisionTransformer``.
+
+    timm 0.3.2 (pinned by the official code) initialises: ``pos_embed`` trunc_normal(std .02) as a LEARNABLE table
+    (not sin-cos; the per-epoch EMA later pulls it towards the student's fixed sin-cos table), ``cls_token``
+    trunc_normal(.02), every Linear weight trunc_normal(.02) with zero bias, LayerNorm 1 / 0, and leaves the patch
+    conv at torch's default (kaiming_uniform(a=sqrt(5)), bias uniform +-1/sqrt(fan_in)). The timm pinned here
+    changed the cls-token init (std 1e-6) and has no API for a module that is not its own VisionTransformer, so the
+    recipe is applied here with timm's functions: ``init_weights_vit_timm`` is the per-Linear rule above.
+    The relative-position tables (transfer only) keep their zero init.
+    """
+    vit.patch_embed.proj.reset_parameters()  # torch's Conv2d default
+    trunc_normal_(vit.pos_embed, std=0.02)
+    if vit.cls_token is not None:
+        trunc_normal_(vit.cls_token, std=0.02)
+    for name, m in vit.named_modules():
+        if isinstance(m, nn.Linear):
+            init_weights_vit_timm(m, name)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def cosine_loss(pred: torch.Tensor, target: torch.Tensor, fold_sizes: tuple[int, ...], cos_dim: str = 'tokens'
                 ) -> torch.Tensor:
     """1 - cosine similarity on the masked patches. pred, target: [B, M, D] in ``ids_masked`` order.
 
-    'channels': per token, over the D channels, averaged over all B*M tokens.
     'tokens': the official multi-fold code (``F.cosine_similarity`` default dim=1 on [B*K, n, D]): per fold and
-    channel, over the fold's n tokens, averaged over all B*K*D (fold, channel) pairs. Ragged folds are grouped by size.
+    channel, over the fold's n tokens, averaged over all B*K*D (fold, channel) pairs. Ragged folds are grouped by size
+    (the official code instead drops the last ``M % K`` masked patches; at ViT-B/16, 147 = 3 x 49, nothing is dropped).
+    'channels': per token, over the D channels, averaged over all B*M tokens (the paper-text reading, and the official
+    full-view loss).
     """
     pred, target = pred.float(), target.float()
     if cos_dim == 'channels':
@@ -122,10 +158,21 @@ def validate_model_cfg(cfg: dict) -> None:
     _check_kwargs(MaskedPretrainer.__init__, cfg, 'model')
     _check_kwargs(VisionTransformer.__init__, cfg.get('encoder', {}), 'model.encoder')
     _check_kwargs(MaskedDecoder.__init__, cfg.get('decoder', {}), 'model.decoder')
+    if cfg.get('teacher_init') == 'random':  # the name used before 'official' and 'mae' were told apart
+        raise ValueError("model.teacher_init='random' is ambiguous and no longer accepted: 'official' is the official "
+                         "SdAE random teacher (timm-0.3.2 init, learnable trunc-normal position table), 'mae' an "
+                         "independent draw of the student's MAE init (xavier, fixed sin-cos table)")
     for name, choices in (('objective', OBJECTIVES), ('teacher_view', TEACHER_VIEWS),
                           ('teacher_init', TEACHER_INITS), ('cos_dim', COS_DIMS)):
         if name in cfg:
             _check_choice(name, cfg[name], choices)
+    # The token-axis cosine is defined over one fold's tokens; the official full-view code path (shrink_num=None)
+    # takes the cosine per token over channels. Refused rather than silently computing a third, unofficial loss.
+    if cfg.get('objective', 'sdae') == 'sdae' and cfg.get('teacher_view', 'folds') == 'full' \
+            and cfg.get('cos_dim', 'tokens') == 'tokens':
+        raise ValueError("model.teacher_view='full' needs cos_dim='channels': the official full-view loss "
+                         "(shrink_num=None) is the cosine per token over channels; cos_dim='tokens' is the official "
+                         "multi-fold loss and is defined over a fold's tokens")
 
 
 @MODELS.register_module()
@@ -137,15 +184,21 @@ class MaskedPretrainer(BaseModel):
         decoder: kwargs of :class:`MaskedDecoder` (``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``).
         mask_ratio: fraction of patches hidden from the student.
         num_folds: K, the number of teacher views the masked patches are split into (SdAE).
-        teacher_view: 'folds' (official: K sequences of n masked patches + cls) or 'full' (whole image, ablation).
-        teacher_init: 'random' (official: the teacher starts from its own random init) or 'copy' (of the student).
-        cos_dim: 'channels' (cosine per token) or 'tokens' (official multi-fold code), see :func:`cosine_loss`.
+        teacher_view: 'folds' (official: K sequences of n masked patches + cls) or 'full' (whole image, the official
+            ``shrink_num=None`` path; needs ``cos_dim='channels'``).
+        teacher_init: how the teacher starts (it then moves only by EMA of the student encoder):
+            'official': its own random init as the official code draws it, timm 0.3.2's ViT init with a learnable
+            trunc-normal(.02) position table (see :func:`official_teacher_init_`);
+            'mae': an independent draw of the student's own init (MAE's xavier, fixed sin-cos table from step 0);
+            'copy': a copy of the student (short runs: the targets are useful from the first step).
+        cos_dim: 'tokens' (official multi-fold code, per fold and channel across tokens) or 'channels' (per token
+            across channels, the paper-text reading), see :func:`cosine_loss`.
         norm_pix_loss: MAE only, normalise each target patch by its own mean/std.
     """
 
     def __init__(self, encoder: dict, decoder: dict | None = None, objective: str = 'sdae', mask_ratio: float = 0.75,
-                 num_folds: int = 3, teacher_view: str = 'folds', teacher_init: str = 'random',
-                 cos_dim: str = 'channels', norm_pix_loss: bool = True, data_preprocessor: dict | None = None,
+                 num_folds: int = 3, teacher_view: str = 'folds', teacher_init: str = 'official',
+                 cos_dim: str = 'tokens', norm_pix_loss: bool = True, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         validate_model_cfg(dict(encoder=encoder, decoder=decoder or {}, objective=objective, teacher_view=teacher_view,
@@ -163,6 +216,10 @@ class MaskedPretrainer(BaseModel):
             self.teacher = VisionTransformer(**{**encoder, 'drop_path_rate': 0.0})
             if teacher_init == 'copy':
                 self.teacher.load_state_dict(self.encoder.state_dict())
+            elif teacher_init == 'official':
+                official_teacher_init_(self.teacher)
+            # No gradient ever reaches the teacher; its parameters -- the position table included, which EMATeacherHook
+            # moves like any other parameter -- change only by EMA.
             self.teacher.requires_grad_(False)
 
     @property

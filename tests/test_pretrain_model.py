@@ -90,7 +90,7 @@ def test_teacher_folds_batched_equal_per_fold_loop_ragged():
             start += n
         ref.append(torch.cat(row, 1))
     ref = torch.cat(ref)
-    ref = (ref - ref.mean(-1, keepdim=True)) / torch.sqrt(ref.var(-1, unbiased=False, keepdim=True) + 1e-6)
+    ref = (ref - ref.mean(-1, keepdim=True)) / torch.sqrt(ref.var(-1, keepdim=True) + 1e-6)  # official: unbiased
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
     model.teacher_view = 'full'
@@ -103,10 +103,11 @@ def test_teacher_folds_batched_equal_per_fold_loop_ragged():
 def test_standardize_per_token():
     x = torch.randn(2, 5, 16) * 3 + 7
     y = standardize(x)
-    torch.testing.assert_close(y, (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True)
-                                                                      + 1e-6).sqrt())
+    # official engine_pretrain.py: torch.var, i.e. the unbiased variance (n - 1 = 15 here)
+    d = x - x.mean(-1, keepdim=True)
+    torch.testing.assert_close(y, d / ((d ** 2).sum(-1, keepdim=True) / 15 + 1e-6).sqrt())
     torch.testing.assert_close(y.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.std(-1, unbiased=False), torch.ones(2, 5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.std(-1), torch.ones(2, 5), atol=1e-4, rtol=0)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -148,7 +149,7 @@ def test_mae_target_and_loss():
 
 
 def test_teacher_gets_no_gradient_and_moves_only_by_ema():
-    model = tiny_model(teacher_init='random')
+    model = tiny_model(teacher_init='official')
     assert not any(p.requires_grad for p in model.teacher.parameters())
     assert not torch.equal(model.teacher.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
     assert torch.equal(tiny_model(teacher_init='copy').teacher.blocks[0].attn.qkv.weight,
@@ -158,9 +159,11 @@ def test_teacher_gets_no_gradient_and_moves_only_by_ema():
     assert not in_opt & {id(p) for p in model.teacher.parameters()}
     assert id(model.encoder.pos_embed) not in in_opt  # fixed sin-cos table
     no_decay = {id(p) for g in wrapper.optimizer.param_groups if g['weight_decay'] == 0 for p in g['params']}
-    for name in ('encoder.cls_token', 'decoder.mask_token', 'encoder.blocks.0.norm1.weight', 'decoder.head.bias'):
+    for name in ('encoder.blocks.0.norm1.weight', 'decoder.head.bias'):
         assert id(model.get_parameter(name)) in no_decay
-    assert id(model.get_parameter('encoder.blocks.0.attn.qkv.weight')) not in no_decay
+    # official (timm 0.3.2 add_weight_decay, empty skip list): the cls and mask tokens are decayed
+    for name in ('encoder.cls_token', 'decoder.mask_token', 'encoder.blocks.0.attn.qkv.weight'):
+        assert id(model.get_parameter(name)) in in_opt and id(model.get_parameter(name)) not in no_decay
 
     teacher0 = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     loss = model(torch.randn(4, 3, 32, 32), mode='loss')['loss']
@@ -198,6 +201,8 @@ def test_bad_model_configs_name_the_problem():
         validate_model_cfg(dict(TINY, encoder=dict(TINY['encoder'], dept=3)))
     with pytest.raises(ValueError, match="model.cos_dim must be one of"):
         MaskedPretrainer(**TINY, cos_dim='rows')
+    with pytest.raises(ValueError, match="teacher_view='full' needs cos_dim='channels'"):
+        validate_model_cfg(dict(TINY, teacher_view='full', cos_dim='tokens'))
 
 
 def test_corrupt_image_named_or_skipped_and_counted(tmp_path):
@@ -243,10 +248,11 @@ class _FakeOptimWrapper:
         return self.step_taken
 
 
-@pytest.mark.parametrize('by_epoch', [True, False])
-def test_ema_hook_momentum_comes_from_the_runner_position(by_epoch):
+@pytest.mark.parametrize('mode', ['per_epoch', 'per_iter', 'per_ite'])
+def test_ema_hook_momentum_comes_from_the_runner_position(mode):
     from types import SimpleNamespace
 
+    import numpy as np
     from mmengine.logging import MessageHub, MMLogger
 
     from pretrain.hooks import EMATeacherHook
@@ -255,20 +261,37 @@ def test_ema_hook_momentum_comes_from_the_runner_position(by_epoch):
     runner = SimpleNamespace(model=model, epoch=3, max_epochs=10, iter=7, max_iters=40,
                              optim_wrapper=_FakeOptimWrapper(True), message_hub=MessageHub.get_instance('test_ema'),
                              logger=MMLogger.get_instance('test_ema'))
-    hook = EMATeacherHook(momentum=0.9, end_momentum=1.0, by_epoch=by_epoch)
+    kwargs = dict(per_epoch=dict(by_epoch=True), per_iter=dict(by_epoch=False),
+                  per_ite=dict(by_epoch=False, momentum_by_epoch=True))[mode]
+    hook = EMATeacherHook(momentum=0.9, end_momentum=1.0, **kwargs)
     t0 = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     s = model.encoder.state_dict()
     hook.after_train_iter(runner, 0)
     changed = not torch.equal(model.teacher.blocks[0].mlp.fc1.weight, t0['blocks.0.mlp.fc1.weight'])
-    assert changed == (not by_epoch)
-    if by_epoch:
+    assert changed == (mode != 'per_epoch')
+    if mode == 'per_epoch':
         hook.after_train_epoch(runner)
-    m = cosine_momentum(3, 10, 0.9, 1.0) if by_epoch else cosine_momentum(7, 40, 0.9, 1.0)
+    # official util/cosine_scheduler.py (niter_per_ep=1: one value per epoch), indexed by the epoch
+    per_epoch_values = 1.0 + 0.5 * (0.9 - 1.0) * (1 + np.cos(np.pi * np.arange(10) / 10))
+    m = cosine_momentum(7, 40, 0.9, 1.0) if mode == 'per_iter' else per_epoch_values[3]
+    assert cosine_momentum(3, 10, 0.9, 1.0) == pytest.approx(per_epoch_values[3])
     for k, v in model.teacher.state_dict().items():
         torch.testing.assert_close(v, m * t0[k] + (1 - m) * s[k])
     assert runner.message_hub.get_scalar('train/ema_momentum').current() == pytest.approx(m)
-    if not by_epoch:  # an accumulation micro-step (no optimizer step): the teacher stays
+    if mode == 'per_ite':  # official per_ite: the next iteration of the same epoch applies the same momentum again
+        runner.iter = 8
+        hook.after_train_iter(runner, 1)
+        for k, v in model.teacher.state_dict().items():
+            torch.testing.assert_close(v, m ** 2 * t0[k] + (1 - m ** 2) * s[k])
+    if mode != 'per_epoch':  # an accumulation micro-step (no optimizer step): the teacher stays
         runner.optim_wrapper = _FakeOptimWrapper(False)
         before = model.teacher.blocks[0].mlp.fc1.weight.clone()
         hook.after_train_iter(runner, 1)
         assert torch.equal(model.teacher.blocks[0].mlp.fc1.weight, before)
+
+
+def test_ema_hook_refuses_iteration_momentum_with_epoch_updates():
+    from pretrain.hooks import EMATeacherHook
+
+    with pytest.raises(ValueError, match='momentum_by_epoch must be True or None'):
+        EMATeacherHook(by_epoch=True, momentum_by_epoch=False)

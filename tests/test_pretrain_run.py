@@ -341,3 +341,12 @@ def test_resume_from_a_malicious_checkpoint_is_refused_local_and_remote(tmp_path
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_fewer_images_than_a_batch_is_explained(tmp_path, data_root, capsys):
+    # drop_last=True (official): 16 images with batch_size 32 give epochs without an iteration
+    cfg = write_cfg(tmp_path / 'tiny.py', data_root, workers=0, extra_hooks='[]')
+    wd = tmp_path / 'w'
+    assert pretrain_main([cfg, '--work-dir', str(wd), '--cfg-options', 'train_dataloader.batch_size=32']) == 1
+    assert 'fewer images per process than train_dataloader.batch_size' in status(wd)['error']
+    assert 'train_dataloader.drop_last=False' in capsys.readouterr().err

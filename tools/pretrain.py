@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         status.update(status='failed', ended=_now(), error=msg)
         print(f'[pretrain] FAILED: {msg}', file=sys.stderr, flush=True)
         if isinstance(e, (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, CorruptImageError,
-                          FileNotFoundError, KeyboardInterrupt)):
+                          FileNotFoundError, KeyboardInterrupt)) or _no_full_batch(e):
             return 1
         raise
     finally:
@@ -186,7 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _no_full_batch(e: BaseException) -> bool:
+    # mmengine's only sign of an epoch with no iteration: its schedulers refuse an epoch length of 0.
+    return isinstance(e, AssertionError) and 'epoch_length' in str(e) and 'got 0' in str(e)
+
+
 def _explain(e: BaseException, work_dir: str) -> str:
+    if _no_full_batch(e):
+        return ('the training set has fewer images per process than train_dataloader.batch_size, so with '
+                'drop_last=True (as the official recipe) an epoch has no iteration: use more images, fewer processes, '
+                'a smaller batch_size, or --cfg-options train_dataloader.drop_last=False')
     if isinstance(e, (NonFiniteLossError, NonFiniteGradientError)):
         return f'{e} Last good checkpoint: {_last_checkpoint(work_dir)}'
     if isinstance(e, NonFiniteWeightsError):
