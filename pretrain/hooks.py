@@ -12,6 +12,7 @@ from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_siz
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 from torch import nn
 
 
@@ -97,39 +98,51 @@ def _set_rng_state(state: dict) -> None:
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Saves every rank's torch / numpy / python (and CUDA) RNG state with each end-of-epoch checkpoint and restores it
-    on resume, so masking, drop path, data-worker seeds and augmentation continue exactly as without interruption.
+    """Saves every rank's torch / numpy / python (and CUDA) RNG state with each checkpoint, so that masking, drop path,
+    samplers, data-worker seeds and augmentation continue exactly as without interruption; used by pretraining
+    (epoch-based) and by tools/train.py's fine-tuning runs (usually iteration-based).
 
-    The states are gathered at the end of the epoch on all ranks (the checkpoint itself is written by rank 0 only) and
-    restored in ``before_train``, after mmengine's resume has finished re-seeding.
+    The states are gathered on all ranks when a checkpoint is saved (mmengine calls ``before_save_checkpoint`` on every
+    rank; rank 0 writes). They are put back at the start of the next unit of work (epoch for an epoch-based loop,
+    iteration for an iteration-based one), in the resumed run from the checkpoint and in the uninterrupted run from
+    memory alike: what happens in between only in the uninterrupted run (a validation draws from the RNG) then makes no
+    difference. Iteration-based resume is exact when the train dataloader has workers (their RNGs are seeded by
+    mmengine and replayed by its skip of the trained batches); with ``num_workers=0`` augmentation runs on the main
+    process's RNG, which that skip consumes, and only the model's randomness resumes exactly.
     """
 
-    priority = 'LOW'  # after the other end-of-epoch hooks, before CheckpointHook (VERY_LOW)
+    priority = 'LOW'
 
     def __init__(self):
-        self._gathered: list | None = None
-        self._resume: list | None = None
-
-    def after_train_epoch(self, runner) -> None:
-        self._gathered = all_gather_object(_rng_state())
+        self._pending: list | None = None  # states to put back at the next epoch / iteration start
+        self._loaded = False  # the pending states come from a checkpoint file (logged when put back)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._gathered is not None:
-            checkpoint['rng_states'] = self._gathered
+        self._pending = checkpoint['rng_states'] = all_gather_object(_rng_state())
+        self._loaded = False
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._resume = checkpoint.get('rng_states')
+        self._pending, self._loaded = checkpoint.get('rng_states'), True
 
-    def before_train(self, runner) -> None:
-        if self._resume is None:
+    def _restore(self, runner) -> None:
+        states, self._pending = self._pending, None
+        if states is None:
             return
-        if len(self._resume) != get_world_size():
-            runner.logger.warning(f'RNG states not restored: the checkpoint was written by {len(self._resume)} '
+        if len(states) != get_world_size():
+            runner.logger.warning(f'RNG states not restored: the checkpoint was written by {len(states)} '
                                   f'processes, this run has {get_world_size()}; training continues, not bit-exactly')
         else:
-            _set_rng_state(self._resume[get_rank()])
-            runner.logger.info('restored the RNG states of the interrupted run')
-        self._resume = None
+            _set_rng_state(states[get_rank()])
+            if self._loaded:
+                runner.logger.info('restored the RNG states of the interrupted run')
+
+    def before_train_epoch(self, runner) -> None:
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
+            self._restore(runner)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if isinstance(runner.train_loop, IterBasedTrainLoop):
+            self._restore(runner)
 
 
 def git_commit(path: str | Path = Path(__file__).parent) -> str:
