@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
@@ -102,24 +102,41 @@ class RNGStateHook(Hook):
     samplers, data-worker seeds and augmentation continue exactly as without interruption; used by pretraining
     (epoch-based) and by tools/train.py's fine-tuning runs (usually iteration-based).
 
-    The states are gathered on all ranks when a checkpoint is saved (mmengine calls ``before_save_checkpoint`` on every
-    rank; rank 0 writes). They are put back at the start of the next unit of work (epoch for an epoch-based loop,
-    iteration for an iteration-based one), in the resumed run from the checkpoint and in the uninterrupted run from
-    memory alike: what happens in between only in the uninterrupted run (a validation draws from the RNG) then makes no
-    difference. Iteration-based resume is exact when the train dataloader has workers (their RNGs are seeded by
-    mmengine and replayed by its skip of the trained batches); with ``num_workers=0`` augmentation runs on the main
-    process's RNG, which that skip consumes, and only the model's randomness resumes exactly.
+    mmengine writes checkpoints on rank 0 only (``Runner.save_checkpoint`` is master-only), so the states are gathered
+    on all ranks just before: at the end of every epoch, and after an iteration at which the CheckpointHook saves.
+    They are put back at the start of the next unit of work (epoch for an epoch-based loop, iteration for an
+    iteration-based one), in the resumed run from the checkpoint and in the uninterrupted run from memory alike: what
+    happens in between only in the uninterrupted run (a validation draws from the RNG) then makes no difference.
+    Iteration-based resume is exact when the train dataloader has workers (their RNGs are seeded by mmengine and
+    replayed by its skip of the trained batches); with ``num_workers=0`` augmentation runs on the main process's RNG,
+    which that skip consumes, and only the model's randomness resumes exactly.
     """
 
-    priority = 'LOW'
+    priority = 'LOW'  # after the other end-of-iteration / epoch hooks, before CheckpointHook (VERY_LOW)
 
     def __init__(self):
-        self._pending: list | None = None  # states to put back at the next epoch / iteration start
+        self._gathered: list | None = None  # the states the next checkpoint holds
+        self._pending: list | None = None  # the states to put back at the next epoch / iteration start
         self._loaded = False  # the pending states come from a checkpoint file (logged when put back)
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._pending = checkpoint['rng_states'] = all_gather_object(_rng_state())
+    def _gather(self) -> None:
+        self._gathered = self._pending = all_gather_object(_rng_state())
         self._loaded = False
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        # The condition of mmengine's CheckpointHook.after_train_iter; every rank must take part in the gather.
+        ckpt = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+        if ckpt is not None and not ckpt.by_epoch and (
+                ckpt.every_n_train_iters(runner, ckpt.interval, ckpt.save_begin)
+                or (ckpt.save_last and ckpt.is_last_train_iter(runner))):
+            self._gather()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._gathered is not None:
+            checkpoint['rng_states'] = self._gathered
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending, self._loaded = checkpoint.get('rng_states'), True
