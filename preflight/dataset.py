@@ -91,10 +91,10 @@ class Findings:
         for kind, msgs in self.problems.items():
             first = self.ids.get(kind) or msgs
             if kind in DROPPED:
-                out.append(f'{where}: {len(msgs)} annotations with {kind} ({DROPPED[kind]}); mmdet would drop these '
-                           f'without a word. First: {first[:FIRST_IDS]}')
+                out.append(f'WARNING {where}: {len(msgs)} annotations with {kind} ({DROPPED[kind]}); mmdet would drop '
+                           f'these without a word. First: {first[:FIRST_IDS]}')
             elif kind in TOLERATED:
-                out.append(f'{where}: {len(msgs)} {kind} ({TOLERATED[kind]}). First: {first[:FIRST_IDS]}')
+                out.append(f'WARNING {where}: {len(msgs)} {kind} ({TOLERATED[kind]}). First: {first[:FIRST_IDS]}')
         return out
 
 

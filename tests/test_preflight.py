@@ -86,7 +86,7 @@ def test_coco_json_syntax_error_and_missing_annotations_are_one_clear_error(demo
     assert f"{ann}: no list under ['annotations']; this is not a COCO instances file" in msg
 
 
-def test_coco_annotations_mmdet_drops_are_counted_in_a_warning(demo, tmp_path, capsys, monkeypatch):
+def test_coco_annotations_mmdet_drops_are_counted_in_a_warning(demo, tmp_path, capsys):
     from mmengine.config import Config
 
     root, ann = _coco_copy(demo, tmp_path)
