@@ -220,6 +220,7 @@ def test_corrupt_image_in_worker_names_the_file(tmp_path, data_root, capsys):
     ('model.objective=simclr', "model.objective must be one of ('sdae', 'mae'), got 'simclr'"),
     ('model.decoder.dept=2', "unknown key 'dept' in model.decoder: did you mean 'depth'?"),
     ('train_dataloder.batch_size=2', "'train_dataloder' is not a key of"),
+    ('train_dataloder.batch_size=2', "did you mean 'train_dataloader'?"),
     ('train_dataloader.dataset.skip_corupt=True', "did you mean 'skip_corrupt'?"),
 ])
 def test_bad_config_gives_clear_error(tmp_path, data_root, capsys, option, message):

@@ -28,7 +28,10 @@ class ExportError(ValueError):
 def export_backbone(ckpt: str | Path, out: str | Path, branch: str = 'student') -> dict:
     """Returns the exported meta. Refuses anything that is not one of our pretraining checkpoints."""
     ckpt = Path(ckpt)
-    obj = safe_torch_load(ckpt)
+    try:
+        obj = safe_torch_load(ckpt)
+    except (OSError, RuntimeError, ValueError) as e:  # missing, refused, truncated: the message names file and fix
+        raise ExportError(str(e)) from None
     sdae = obj.get('meta', {}).get('sdae') if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or 'state_dict' not in obj or sdae is None:
         raise ExportError(f"{ckpt}: not a pretraining checkpoint of this suite (expected a Runner checkpoint with "
@@ -42,7 +45,10 @@ def export_backbone(ckpt: str | Path, out: str | Path, branch: str = 'student') 
         raise ExportError(f"{ckpt}: no '{prefix}*' weights in this {sdae['method']} checkpoint{hint}")
     # Prove the export loads before writing it: every key of the backbone present, nothing left over.
     arch = dict(sdae['arch'])
-    missing, unexpected = VisionTransformer(**arch).load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = VisionTransformer(**arch).load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError) as e:  # tensors of the wrong shape; an arch the ViT does not take
+        raise ExportError(f'{ckpt}: the {branch} weights do not fit VisionTransformer({arch}): {e}') from None
     if missing or unexpected:
         raise ExportError(f'{ckpt}: the {branch} weights do not match VisionTransformer({arch}): missing {missing}, '
                           f'unexpected {unexpected}')
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         meta = export_backbone(args.ckpt, args.out, args.branch)
-    except (ExportError, FileNotFoundError) as e:
+    except ExportError as e:
         print(f'export error: {e}', file=sys.stderr)
         return 2
     print(f"[export] {args.out}: {meta['method']} {meta['branch']}, epoch {meta['epoch']}, arch {meta['arch']}")

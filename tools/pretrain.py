@@ -24,10 +24,9 @@ import backbones  # noqa: E402,F401  (atomic checkpoint saving + allow-listed lo
 import pretrain  # noqa: E402,F401  (registers the model, dataset, hooks)
 from backbones.checkpoint_io import atomic_write_bytes  # noqa: E402
 from backbones.run_safety import NonFiniteGradientError, NonFiniteWeightsError  # noqa: E402
+from preflight.config_keys import UnknownConfigKeyError, check_option_keys  # noqa: E402
 from pretrain.data import CorruptImageError, ImageFolderPretrainDataset  # noqa: E402
 from pretrain.model import NonFiniteLossError, _check_kwargs, validate_model_cfg  # noqa: E402
-
-RUNNER_KEYS = {'launcher', 'work_dir', 'experiment_name', 'auto_scale_lr', 'compile', 'cfg', 'gpu_ids'}
 
 
 class ConfigError(ValueError):
@@ -60,10 +59,10 @@ def load_config(args: argparse.Namespace) -> Config:
     if not Path(args.config).is_file():
         raise ConfigError(f'config not found: {args.config}')
     cfg = Config.fromfile(args.config)
-    for key in args.cfg_options:
-        top = key.split('.', 1)[0]
-        if top not in cfg and top not in RUNNER_KEYS:
-            raise ConfigError(f"--cfg-options {key}: '{top}' is not a key of {args.config} (typo?)")
+    try:
+        check_option_keys(args.cfg_options, cfg, args.config)
+    except UnknownConfigKeyError as e:
+        raise ConfigError(str(e)) from None
     cfg.merge_from_dict(args.cfg_options)
     try:
         validate_model_cfg(cfg.model)

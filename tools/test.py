@@ -2,6 +2,10 @@
 for mmdet configs, mIoU/mAcc/aAcc for mmseg configs; the config's default_scope says which).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+Refuses, before evaluating, a checkpoint that is not a model of the config (preflight/checkpoints.py: counts and
+first keys of the missing / unexpected / mis-shaped tensors), and test data with problems (tools/check_dataset.py's
+checks, preflight/dataset.py).
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
 from backbones.run_record import now, pretrained_of, task_of, write_json  # noqa: E402
-from tools.train import adapt_to_machine, per_run_visualizer  # noqa: E402
+from preflight.checkpoints import CheckpointFitsHook, CheckpointMismatchError, checkpoint_file_problem  # noqa: E402
+from tools.train import adapt_to_machine, check_data, merge_options, per_run_visualizer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,13 +50,15 @@ def _plain(v):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if not Path(args.checkpoint).is_file():
-        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    problem = checkpoint_file_problem(args.checkpoint, 'the checkpoint to test')
+    if problem:
+        raise SystemExit(f'[test] {problem}')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_options(cfg, args.cfg_options, args.config, 'test')
     kind = task_of(cfg)
+    rank = int(os.environ.get('RANK', 0))
+    check_data(cfg, ('test_dataloader',), 'test', verbose=rank == 0)
     cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
     cfg.load_from = args.checkpoint
     adapt_to_machine(cfg, args.launcher, amp=False)
@@ -64,14 +71,18 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         pretrained, meta = pretrained_of(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    metrics = {k: _plain(v) for k, v in runner.test().items()}
+    runner.register_hook(CheckpointFitsHook(args.checkpoint, args.config))
+    try:
+        metrics = {k: _plain(v) for k, v in runner.test().items()}
+    except CheckpointMismatchError as e:
+        raise SystemExit(f'[test] {e}') from None
     if not metrics:
         raise RuntimeError(f'{args.checkpoint}: the evaluation returned no metrics (see the log above: usually the '
                            f'model predicted nothing above test_cfg score_thr on the whole set); no test_results.json '
                            f'written')
     result = dict(task=kind, recipe=Path(args.config).stem, config=args.config, checkpoint=args.checkpoint,
                   pretrained=pretrained, pretrained_meta=meta, metrics=metrics, time=now(), status='ok')
-    if int(os.environ.get('RANK', 0)) == 0:
+    if rank == 0:
         out = Path(cfg.work_dir) / 'test_results.json'
         write_json(out, result)
         print(f'[test] {kind} metrics: ' + ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'

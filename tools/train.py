@@ -4,6 +4,10 @@
                           [--resume [CKPT]] [--amp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 ``--resume`` without a path resumes from the latest checkpoint in the work dir. Writes ``<work_dir>/run_status.json``.
+Runs are seeded (``randomness.seed``, default 0 when the config sets none) and their checkpoints hold every rank's RNG
+state (RNGStateHook), so a resumed run continues exactly like an uninterrupted one. Before anything is built, the
+inputs are checked (preflight/): --cfg-options keys, the checkpoint files, and the train/val data with the checks of
+tools/check_dataset.py (image headers, label maps; annotations mmdet would drop are counted in a warning).
 On a machine without CUDA the run is adapted and the changes are printed: fp32 instead of AMP, gloo instead of NCCL,
 and no SyncBN conversion (PyTorch's SyncBN needs CUDA). SyncBN is never used without a process group.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +28,13 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
+import pretrain.hooks  # noqa: E402, F401  (registers RNGStateHook)
 from backbones.run_record import RunStatus, pretrained_of, task_of  # noqa: E402
+from preflight.checkpoints import checkpoint_file_problem  # noqa: E402
+from preflight.config_keys import UnknownConfigKeyError, check_option_keys  # noqa: E402
+from preflight.dataset import DatasetError, check_run_datasets  # noqa: E402
+
+DEFAULT_SEED = 0  # fine-tuning runs are reproducible unless the config or --cfg-options asks otherwise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,11 +105,32 @@ def per_run_visualizer(cfg: Config) -> None:
         cfg.visualizer.pop('name', None)
 
 
+def merge_options(cfg: Config, options: dict | None, config: str, tag: str) -> None:
+    try:
+        check_option_keys(options or {}, cfg, config)
+    except UnknownConfigKeyError as e:
+        raise SystemExit(f'[{tag}] {e}') from None
+    if options:
+        cfg.merge_from_dict(options)
+
+
+def seed_and_rng_state(cfg: Config) -> str:
+    """Default seed, and RNG states in the checkpoints for an exact resume. Returns the seed line printed at start."""
+    randomness = dict(cfg.get('randomness') or {})
+    source = 'from the config'
+    if randomness.get('seed') is None:
+        randomness['seed'], source = DEFAULT_SEED, 'default; set randomness.seed to change it'
+    cfg.randomness = randomness
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'RNGStateHook' for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type='RNGStateHook')]
+    return f"seed {randomness['seed']} ({source}); RNG states saved with every checkpoint"
+
+
 def build_cfg(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_options(cfg, args.cfg_options, args.config, 'train')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
     per_run_visualizer(cfg)
     backbone = cfg.model.get('backbone', {})
@@ -120,9 +152,11 @@ def check_inputs(cfg: Config) -> None:
     """Fail before any model is built on the commonest mistakes: a wrong checkpoint path, a wrong data root."""
     init = (cfg.model.get('backbone') or {}).get('init_cfg') or {}
     ckpt = init.get('checkpoint') if isinstance(init, dict) else None
-    if ckpt and not Path(ckpt).is_file():
-        raise SystemExit(f'[train] checkpoint not found: {ckpt} (the pretrained backbone; check --pretrained or '
-                         f'model.backbone.init_cfg.checkpoint)')
+    for path, what in ((ckpt, 'the pretrained backbone (--pretrained or model.backbone.init_cfg.checkpoint)'),
+                       (cfg.get('load_from'), 'the checkpoint to resume or load (--resume or load_from)')):
+        problem = checkpoint_file_problem(path, what) if path else None
+        if problem:
+            raise SystemExit(f'[train] {problem}')
     for split in ('train_dataloader', 'val_dataloader'):
         dataset = (cfg.get(split) or {}).get('dataset') or {}
         root = dataset.get('data_root')
@@ -132,14 +166,28 @@ def check_inputs(cfg: Config) -> None:
                              f'{split}.dataset.data_root=PATH and check it with tools/check_dataset.py.')
 
 
+def check_data(cfg: Config, splits: tuple[str, ...], tag: str, verbose: bool) -> None:
+    """The dataset checks of tools/check_dataset.py on the data this run reads; problems stop it, drops are warned."""
+    start = time.monotonic()
+    try:
+        lines = check_run_datasets(cfg, splits)
+    except DatasetError as e:
+        raise SystemExit(f'[{tag}] {e}') from None
+    if verbose:
+        print('\n'.join(f'[{tag}] data: {line}' for line in lines)
+              + f'\n[{tag}] data checked in {time.monotonic() - start:.1f} s', flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_cfg(args)
     kind = task_of(cfg)
     notes = adapt_to_machine(cfg, args.launcher, args.amp)
+    notes.append(seed_and_rng_state(cfg))
     check_inputs(cfg)
-    pretrained, meta = pretrained_of(cfg)
     rank = int(os.environ.get('RANK', 0))
+    check_data(cfg, ('train_dataloader', 'val_dataloader'), 'train', verbose=rank == 0)
+    pretrained, meta = pretrained_of(cfg)
     if rank == 0:
         print(f'[train] task {kind} | config {args.config} | work dir {cfg.work_dir}\n'
               f'[train] pretrained backbone: {pretrained or "none (random init)"}'
