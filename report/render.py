@@ -22,6 +22,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from report.runs import CURVE_METRIC, METRIC_BY_NAME, METRICS, TASK_TITLES, Run, is_finite_number  # noqa: E402
+from report.visuals import copy_visuals, visuals_html, visuals_markdown  # noqa: E402
 
 MAIN = [m for m in METRICS if m.main]
 STATE_TEXT = {'missing': 'missing', 'none': '—', 'running': 'running', 'stalled': 'stalled', 'failed': 'FAILED',
@@ -393,6 +394,7 @@ def markdown(report, plots: list[dict]) -> str:
         lines += [''] + [_md_escape(n) for n in notes] + ([''] if notes else [])
     if plots:
         lines += ['## Plots', ''] + [f'![{p["title"]}]({p["file"]})' for p in plots] + ['']
+    lines += visuals_markdown(report.get('visuals') or [])
     return '\n'.join(lines)
 
 
@@ -437,6 +439,7 @@ def html_report(report, plots: list[dict], out: Path) -> str:
             data = base64.b64encode((out / p['file']).read_bytes()).decode('ascii')
             parts.append(f'<figure><img alt="{e(p["title"])}" src="data:image/png;base64,{data}">'
                          f'<figcaption>{e(p["title"])}</figcaption></figure>')
+    parts += visuals_html(report.get('visuals') or [], out)
     parts.append('</body></html>')
     return '\n'.join(parts)
 
@@ -448,10 +451,12 @@ def write_outputs(report, out: Path) -> list[Path]:
     except Exception as exc:  # noqa: BLE001  (a plot must not cost the tables)
         report['warnings'].append(f'plots could not be drawn ({exc.__class__.__name__}: {exc})')
         plots = []
+    copy_visuals(report.get('visuals') or [], out)
     results = _json_safe(results_json(report, plots))
     _atomic_write(out / 'results.json', json.dumps(results, indent=1, allow_nan=False) + '\n')
     write_csv(report, out / 'results.csv')
     _atomic_write(out / 'report.md', markdown(report, plots))
     _atomic_write(out / 'report.html', html_report(report, plots, out))
     return [out / n for n in ('report.md', 'report.html', 'results.json', 'results.csv')] + [out / p['file']
-                                                                                           for p in plots]
+                                                                                           for p in plots] + [
+        out / f['file'] for sec in report.get('visuals') or [] for f in sec['figures']]
