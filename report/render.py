@@ -404,7 +404,11 @@ vertical-align:top}th{background:#f2f2f2}tr.published td{color:#666;font-style:i
 tr.failed td,tr.corrupt td,tr.test-failed td,tr.invalid td{background:#fde8e8}tr.running td,tr.stalled td,
 tr.not-tested td,tr.partial td,tr.missing td{background:#fff6dd}.warn{background:#fff3cd;border:1px solid #e0c36a;
 padding:8px 12px}p.note{color:#555;margin:2px 0}figure{display:inline-block;margin:8px}img{max-width:100%}
-code{font-size:13px}"""
+code{font-size:13px}td,th,code{overflow-wrap:anywhere}figure.visual{display:block;margin:8px 0}
+figure.visual figcaption{color:#555;max-width:1100px}"""
+# overflow-wrap:anywhere: long paths and config names may break anywhere, so a wide table (the 13-column COCO table,
+# the provenance table) shrinks its columns to the window instead of overflowing a 1280-px laptop screen; numbers and
+# words still wrap at spaces first.
 
 
 def _sup(label: str) -> str:
