@@ -404,15 +404,20 @@ vertical-align:top}th{background:#f2f2f2}tr.published td{color:#666;font-style:i
 tr.failed td,tr.corrupt td,tr.test-failed td,tr.invalid td{background:#fde8e8}tr.running td,tr.stalled td,
 tr.not-tested td,tr.partial td,tr.missing td{background:#fff6dd}.warn{background:#fff3cd;border:1px solid #e0c36a;
 padding:8px 12px}p.note{color:#555;margin:2px 0}figure{display:inline-block;margin:8px}img{max-width:100%}
-code{font-size:13px}td,th,code{overflow-wrap:anywhere}figure.visual{display:block;margin:8px 0}
-figure.visual figcaption{color:#555;max-width:1100px}"""
-# overflow-wrap:anywhere: long paths and config names may break anywhere, so a wide table (the 13-column COCO table,
-# the provenance table) shrinks its columns to the window instead of overflowing a 1280-px laptop screen; numbers and
-# words still wrap at spaces first.
+code{font-size:13px}td,th,code{overflow-wrap:break-word}td.path,code{overflow-wrap:anywhere}
+figure.visual{display:block;margin:8px 0}figure.visual figcaption{color:#555;max-width:1100px}"""
+# Cells holding paths (td.path) may break anywhere, so a wide table (the provenance and runs tables, the 13-column
+# COCO table) shrinks its columns to a 1280-px laptop window instead of overflowing it; words and numbers elsewhere
+# only wrap at spaces (breaking them anywhere would split 'FAILED' or a header into letters).
 
 
 def _sup(label: str) -> str:
     return re.sub(r'\^(\w+)', r'<sup>\1</sup>', html.escape(label))
+
+
+def _path_class(cell: str) -> str:
+    """' class="path"' for a cell that holds a path (or a list of them): it may wrap anywhere."""
+    return ' class="path"' if '/' in cell or os.sep in cell else ''
 
 
 def html_report(report, plots: list[dict], out: Path) -> str:
@@ -435,7 +440,8 @@ def html_report(report, plots: list[dict], out: Path) -> str:
                      '</tr></thead><tbody>')
         for row, state in zip(body, states):
             cls = state.replace(' ', '-') + (' baseline' if '(baseline)' in row[0] else '')
-            parts.append(f'<tr class="{e(cls)}">' + ''.join(f'<td>{_sup(c)}</td>' for c in row) + '</tr>')
+            parts.append(f'<tr class="{e(cls)}">' + ''.join(f'<td{_path_class(c)}>{_sup(c)}</td>' for c in row)
+                         + '</tr>')
         parts.append('</tbody></table>' + ''.join(f'<p class="note">{e(n)}</p>' for n in notes))
     if plots:
         parts.append('<h2>Plots</h2>')

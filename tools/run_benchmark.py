@@ -213,10 +213,12 @@ def visual_stages(args: argparse.Namespace, preset: Preset, work: Path, backbone
         stages.append(Stage('visualize-features', [
             PY, 'tools/visualize_features.py', *map(str, backbones.values()),
             *(['random'] if 'random' in preset.inits else []), '--images', str(images), '--num-images', '4', *size,
-            '--out', str(out / 'features')], est, budget=budget, inputs=[str(p) for p in backbones.values()],
+            '--out', str(out / 'features')], est, budget=budget,
+            inputs=[*([str(args.data_root / 'meta.json')] if preset.demo_data else []), *map(str, backbones.values())],
             outputs=[str(out / 'features' / 'visuals.json')]))
     stages.append(Stage('visualize-predictions', [
-        PY, 'tools/visualize_predictions.py', str(work / 'finetune'), '--num-images', '3',
+        # --min-shown 3: a demo-budget detector scores everything low; its 3 best guesses per image still show a lot
+        PY, 'tools/visualize_predictions.py', str(work / 'finetune'), '--num-images', '3', '--min-shown', '3',
         '--out', str(out / 'predictions')], est, budget=budget, inputs=results,
         outputs=[str(out / 'predictions' / 'visuals.json')]))
     return stages

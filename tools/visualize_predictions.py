@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--out', type=Path, required=True, help='output folder')
     p.add_argument('--num-images', type=int, default=3, help='validation images shown (the first N of the set)')
     p.add_argument('--score-thr', type=float, default=0.3, help='detections drawn from this score up')
+    p.add_argument('--min-shown', type=int, default=0, metavar='K',
+                   help="also draw each image's K best detections below --score-thr (a short run's best guesses)")
     p.add_argument('--device', help='default: cuda when available, else cpu')
     args = p.parse_args(argv)
     if args.num_images < 1:
         p.error('--num-images must be >= 1')
-    manifest = visualize(args.run_dirs, args.out, args.num_images, args.score_thr, args.device)
+    manifest = visualize(args.run_dirs, args.out, args.num_images, args.score_thr, args.min_shown,
+                         args.device)
     print(f'[visualize_predictions] wrote {manifest} and the PNGs it lists')
     return 0
 

@@ -95,7 +95,7 @@ def _default_name(meta: dict | None, path: str) -> str:
 
 def load_encoder(spec: str, branch: str = 'student', num_heads: int | None = None) -> Encoder:
     """``spec``: ``PATH`` or ``NAME=PATH``, any layout ``backbones.pretrained`` reads."""
-    name, _, path = spec.rpartition('=') if '=' in spec and not Path(spec).exists() else ('', '', spec)
+    name, _, path = spec.partition('=') if '=' in spec and not Path(spec).exists() else ('', '', spec)
     if not Path(path).is_file():
         raise SystemExit(f'[visualize_features] checkpoint not found: {path} (pass a checkpoint file, NAME=FILE, or '
                          f'{RANDOM!r} for random init)')

@@ -103,14 +103,28 @@ def _visualizer(task: str, meta: dict[str, Any]):
     return vis
 
 
-def _draw(vis, task: str, image: np.ndarray, sample, gt: bool, score_thr: float) -> np.ndarray:
+def shown_detections(sample, score_thr: float, min_shown: int):
+    """The detections drawn: score >= ``score_thr``, and at least the ``min_shown`` best ones whatever their score
+    (a barely trained detector scores everything low; its best guesses still show what it learned)."""
+    pred = sample.pred_instances
+    keep = pred.scores >= score_thr
+    if int(keep.sum()) < min_shown and len(pred):
+        keep[pred.scores.argsort(descending=True)[:min_shown]] = True
+    out = sample.clone()
+    out.pred_instances = pred[keep]
+    return out
+
+
+def _draw(vis, task: str, image: np.ndarray, sample, gt: bool, score_thr: float, min_shown: int) -> np.ndarray:
     """image: RGB uint8 [H, W, 3] -> the visualizer's drawing of the ground truth (gt) or the prediction."""
-    kw: dict[str, Any] = {'pred_score_thr': score_thr} if task == 'det' else {'with_labels': False}
+    kw: dict[str, Any] = {'pred_score_thr': 0.0} if task == 'det' else {'with_labels': False}
+    if task == 'det' and not gt:
+        sample = shown_detections(sample, score_thr, min_shown)
     vis.add_datasample('sample', image, sample, draw_gt=gt, draw_pred=not gt, show=False, **kw)
     return vis.get_image()
 
 
-def predict_panels(runs: list[TestedRun], num_images: int, score_thr: float, device: str
+def predict_panels(runs: list[TestedRun], num_images: int, score_thr: float, min_shown: int, device: str
                    ) -> tuple[list[str], dict[str, list[np.ndarray]], list[np.ndarray], dict[str, str], dict]:
     """Panels of one task: (image names, {label: [prediction drawings]}, ground-truth drawings, {label: per-column
     note}, dataset meta). All runs must test the same images (the same validation set)."""
@@ -139,12 +153,13 @@ def predict_panels(runs: list[TestedRun], num_images: int, score_thr: float, dev
         vis = _visualizer(run.task, meta)
         images = [imread(p, channel_order='rgb') for p in paths]
         if not gts:
-            gts = [_draw(vis, run.task, im, s, True, score_thr) for im, s in zip(images, samples)]
-        preds[run.label] = [_draw(vis, run.task, im, s, False, score_thr) for im, s in zip(images, samples)]
+            gts = [_draw(vis, run.task, im, s, True, score_thr, min_shown) for im, s in zip(images, samples)]
+        preds[run.label] = [_draw(vis, run.task, im, s, False, score_thr, min_shown)
+                            for im, s in zip(images, samples)]
         if run.task == 'det':
             kept = [int((s.pred_instances.scores >= score_thr).sum()) for s in samples]
             top = max((float(s.pred_instances.scores.max()) for s in samples if len(s.pred_instances)), default=0.0)
-            notes[run.label] = f'{sum(kept)} detections >= {score_thr:g} (top score {top:.2f})'
+            notes[run.label] = f'{sum(kept)} detections >= {score_thr:g}, top score {top:.2f}'
         else:
             notes[run.label] = ''
         del model
@@ -176,7 +191,7 @@ def panel_figure(task: str, names: list[str], preds: dict[str, list[np.ndarray]]
     return fig
 
 
-def visualize(dirs: list[Path], out: Path, num_images: int = 3, score_thr: float = 0.3,
+def visualize(dirs: list[Path], out: Path, num_images: int = 3, score_thr: float = 0.3, min_shown: int = 0,
               device: str | None = None) -> Path:
     """The whole tool: predictions_det.png / predictions_seg.png and visuals.json in ``out``."""
     import matplotlib
@@ -203,15 +218,17 @@ def visualize(dirs: list[Path], out: Path, num_images: int = 3, score_thr: float
         task_runs = [r for r in runs if r.task == task]
         if not task_runs:
             continue
-        names, preds, gts, notes, meta = predict_panels(task_runs, num_images, score_thr, device)
+        names, preds, gts, notes, meta = predict_panels(task_runs, num_images, score_thr, min_shown, device)
         save_figure(panel_figure(task, names, preds, gts, notes, meta), out / f'predictions_{task}.png', dpi=100)
-        what = (f'boxes and masks with score >= {score_thr:g} (mmdet DetLocalVisualizer)' if task == 'det' else
-                'predicted label map over the image (mmseg SegLocalVisualizer)')
+        what = (f'boxes and masks with score >= {score_thr:g}'
+                + (f', and at least the {min_shown} best per image whatever their score' if min_shown else '')
+                + '; mmdet DetLocalVisualizer' if task == 'det' else
+                'predicted label map over the image; mmseg SegLocalVisualizer')
         figures.append({'file': f'predictions_{task}.png', 'title': f'{TASK_TITLES[task]}: predictions side by side',
                         'caption': f'The first {len(names)} validation images: ground truth, then the predictions of '
                                    f'each init ({what}). Runs: '
                                    + ', '.join(f'{r.label}: {r.path}' for r in task_runs) + '.'})
     return write_manifest(out, 'Predictions side by side', figures, {
-        'kind': 'predictions', 'score_thr': score_thr,
+        'kind': 'predictions', 'score_thr': score_thr, 'min_shown': min_shown,
         'runs': [{'task': r.task, 'label': r.label, 'path': str(r.path), 'checkpoint': str(r.checkpoint)}
                  for r in runs]})
