@@ -135,3 +135,32 @@ def test_bad_inputs_get_one_clear_message(tmp_path):
     with pytest.raises(SystemExit, match=r'nocls\.pth .* has no cls_token'):
         visualize_features.main([str(tmp_path / 'nocls.pth'), '--images', str(tmp_path / 'images'),
                                  '--out', str(tmp_path / 'o')])
+
+
+def test_shown_detections_threshold_and_best_guesses():
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from visualize.predictions import shown_detections
+
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(scores=torch.tensor([0.9, 0.05, 0.2, 0.4]), labels=torch.tensor([0, 1, 2, 3]),
+                                         bboxes=torch.zeros(4, 4))
+    assert sorted(shown_detections(sample, 0.3, 0).pred_instances.scores.tolist()) == pytest.approx([0.4, 0.9])
+    best = shown_detections(sample, 0.3, 3).pred_instances
+    assert sorted(best.labels.tolist()) == [0, 2, 3]  # the 3 best, though 0.2 is under the threshold
+    assert len(shown_detections(sample, 0.95, 1).pred_instances) == 1
+    assert len(sample.pred_instances) == 4  # the prediction itself is left as the test scored it
+
+
+def test_fine_tuning_runs_add_tensorboard_once():
+    from mmengine.config import Config
+
+    from tools.train import add_tensorboard
+
+    cfg = Config(dict(visualizer=dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])))
+    add_tensorboard(cfg)
+    add_tensorboard(cfg)
+    assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
+    pretrain = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'pretrain/configs/_base_/default_runtime.py'))
+    assert [b['type'] for b in pretrain.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
