@@ -101,8 +101,7 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
 def _pictures_in_browser(page_file: Path) -> list[tuple[int, float, bool]]:
     """(naturalWidth, rendered width, visible) of every embedded picture, as headless Chromium shows the page."""
     from playwright.sync_api import sync_playwright
-
-    from tests.test_report import CHROMIUM, CHROMIUM_ARGS
+    from test_report import CHROMIUM, CHROMIUM_ARGS  # tests/ is on sys.path (pytest rootdir import mode)
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS[1:], headless=True)

@@ -264,7 +264,7 @@ def attention_figure(encoders: list[Encoder], maps: list[FeatureMaps], rgb: np.n
                 _off(ax)
                 if j < len(stack):
                     ax.imshow(stack[j], cmap='inferno', interpolation='nearest')
-                    if r == 1 or j == 0:
+                    if r == 1:
                         ax.set_title('mean' if j == 0 else f'head {j}', fontsize=6)
         axes[r, 0].set_ylabel(enc.name, fontsize=7)
     fig.tight_layout(pad=0.2)
