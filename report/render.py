@@ -335,7 +335,8 @@ def tables(report) -> list[tuple[str, list[str], list[list[str]], list[str], lis
             continue
         p = row.provenance()
         body.append([row.name, str(p.get('method') or ''), str(p.get('epochs') or ''), str(p.get('branch') or ''),
-                     str(p.get('arch') or ''), str(p.get('config') or ''), str(p.get('git_commit') or ''),
+                     # 12 hex digits identify a commit; the full hash (results.json) would widen the table
+                     str(p.get('arch') or ''), str(p.get('config') or ''), str(p.get('git_commit') or '')[:12],
                      _rel(row.pretrained) or '(random init)', ', '.join(_rel(r.path) for r in row.pretrain_runs)])
     out.append(('Pretraining provenance', ['checkpoint', 'method', 'epochs', 'branch', 'arch', 'pretraining config',
                                            'git commit', 'checkpoint file', 'pretraining run'], body,

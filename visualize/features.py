@@ -289,6 +289,12 @@ def pca_figure(encoders: list[Encoder], maps: list[FeatureMaps], rgb: np.ndarray
     return fig
 
 
+def _short_path(path: str) -> str:
+    """Relative to the current folder when inside it, absolute otherwise (never '../../..')."""
+    rel = os.path.relpath(path)
+    return os.path.abspath(path) if rel.startswith('..') else rel
+
+
 def visualize(specs: list[str], images: Path, out: Path, num_images: int = 4, size: int | None = None,
               seed: int = 0, branch: str = 'student', num_heads: int | None = None) -> Path:
     """The whole tool: maps of every checkpoint in ``specs`` (paths, NAME=PATH or 'random') on the first
@@ -314,7 +320,7 @@ def visualize(specs: list[str], images: Path, out: Path, num_images: int = 4, si
     save_figure(attention_figure(encoders, maps, rgb, names), out / 'attention.png')
     save_figure(pca_figure(encoders, maps, rgb, names), out / 'pca.png')
     grid = maps[0].pca.shape[1:3]
-    rows = ', '.join(f'{e.name} ({os.path.relpath(e.source) if Path(e.source).exists() else e.source})'
+    rows = ', '.join(e.source if e.layout == 'random init' else f'{e.name} ({_short_path(e.source)})'
                      for e in encoders)
     caption = (f'{len(paths)} images from {images}, resized to {size} px ({grid[0]}x{grid[1]} patches). Rows: '
                f'{rows}.')
