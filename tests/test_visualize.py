@@ -164,3 +164,29 @@ def test_fine_tuning_runs_add_tensorboard_once():
     assert [b['type'] for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
     pretrain = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'pretrain/configs/_base_/default_runtime.py'))
     assert [b['type'] for b in pretrain.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
+
+
+def test_one_column_per_task_and_init_lowest_seed_first(tmp_path):
+    from visualize.predictions import find_tested_runs
+
+    def run(name: str, task: str, pretrained: str | None, status: str = 'ok', ckpt: bool = True) -> None:
+        d = tmp_path / 'finetune' / name
+        d.mkdir(parents=True)
+        (d / 'recipe.py').write_text('x = 1\n')
+        if ckpt:
+            (d / 'iter_4.pth').write_bytes(b'0')
+        meta = {'method': 'sdae', 'epoch': 6, 'branch': 'student'} if pretrained else None
+        (d / 'test_results.json').write_text(json.dumps({
+            'task': task, 'recipe': 'recipe', 'checkpoint': str(d / 'iter_4.pth'), 'pretrained': pretrained,
+            'pretrained_meta': meta, 'status': status}))
+
+    run('det_sdae_seed1', 'det', 'b.pth')
+    run('det_sdae_seed0', 'det', 'b.pth')
+    run('det_random_seed0', 'det', None)
+    run('seg_random_seed0', 'seg', None, status='failed')
+    run('seg_sdae_seed0', 'seg', 'b.pth', ckpt=False)
+    runs, notes = find_tested_runs([tmp_path / 'finetune'])
+    assert [(r.task, r.label, r.path.name) for r in runs] == [('det', 'sdae 6ep student', 'det_sdae_seed0'),
+                                                              ('det', 'random init', 'det_random_seed0')]
+    assert any("seg_random_seed0/test_results.json: status 'failed'" in n for n in notes)
+    assert any('seg_sdae_seed0: checkpoint' in n and 'is missing' in n for n in notes)
