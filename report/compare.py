@@ -15,6 +15,7 @@ from typing import Any
 
 from report.published import PUBLISHED
 from report.runs import METRICS, STATES, TASKS, Run, find_run_dirs, read_run
+from report.visuals import find_visuals
 
 RANDOM_INIT = 'random init'
 # Settings expected to differ between runs of one comparison (paths, seeds), not recipe differences.
@@ -367,7 +368,9 @@ def make_report(args: argparse.Namespace) -> dict[str, Any]:
         warnings += add_published(rows, recipes)
     base = set_baseline(rows, args.baseline)
     warnings += [n for r in runs for n in r.notes]
-    return {'title': args.title, 'generated': datetime.now(UTC).isoformat(timespec='seconds'),
+    visuals, visual_warnings = find_visuals(getattr(args, 'visuals', None) or [])
+    warnings += visual_warnings
+    return {'visuals': visuals, 'title': args.title, 'generated': datetime.now(UTC).isoformat(timespec='seconds'),
             'inputs': [{'name': n, 'path': p} for n, p in inputs], 'rows': rows, 'runs': runs, 'tasks': tasks,
             'recipes': recipes, 'baseline': base.name if base else None, 'warnings': warnings,
             'pretrain_runs': [r for r in runs if r.kind == 'pretrain']}

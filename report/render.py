@@ -22,6 +22,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from report.runs import CURVE_METRIC, METRIC_BY_NAME, METRICS, TASK_TITLES, Run, is_finite_number  # noqa: E402
+from report.visuals import copy_visuals, visuals_html, visuals_markdown  # noqa: E402
 
 MAIN = [m for m in METRICS if m.main]
 STATE_TEXT = {'missing': 'missing', 'none': '—', 'running': 'running', 'stalled': 'stalled', 'failed': 'FAILED',
@@ -334,7 +335,8 @@ def tables(report) -> list[tuple[str, list[str], list[list[str]], list[str], lis
             continue
         p = row.provenance()
         body.append([row.name, str(p.get('method') or ''), str(p.get('epochs') or ''), str(p.get('branch') or ''),
-                     str(p.get('arch') or ''), str(p.get('config') or ''), str(p.get('git_commit') or ''),
+                     # 12 hex digits identify a commit; the full hash (results.json) would widen the table
+                     str(p.get('arch') or ''), str(p.get('config') or ''), str(p.get('git_commit') or '')[:12],
                      _rel(row.pretrained) or '(random init)', ', '.join(_rel(r.path) for r in row.pretrain_runs)])
     out.append(('Pretraining provenance', ['checkpoint', 'method', 'epochs', 'branch', 'arch', 'pretraining config',
                                            'git commit', 'checkpoint file', 'pretraining run'], body,
@@ -393,6 +395,7 @@ def markdown(report, plots: list[dict]) -> str:
         lines += [''] + [_md_escape(n) for n in notes] + ([''] if notes else [])
     if plots:
         lines += ['## Plots', ''] + [f'![{p["title"]}]({p["file"]})' for p in plots] + ['']
+    lines += visuals_markdown(report.get('visuals') or [])
     return '\n'.join(lines)
 
 
@@ -402,11 +405,20 @@ vertical-align:top}th{background:#f2f2f2}tr.published td{color:#666;font-style:i
 tr.failed td,tr.corrupt td,tr.test-failed td,tr.invalid td{background:#fde8e8}tr.running td,tr.stalled td,
 tr.not-tested td,tr.partial td,tr.missing td{background:#fff6dd}.warn{background:#fff3cd;border:1px solid #e0c36a;
 padding:8px 12px}p.note{color:#555;margin:2px 0}figure{display:inline-block;margin:8px}img{max-width:100%}
-code{font-size:13px}"""
+code{font-size:13px}td,th,code{overflow-wrap:break-word}td.path,code{overflow-wrap:anywhere}
+figure.visual{display:block;margin:8px 0}figure.visual figcaption{color:#555;max-width:1100px}"""
+# Cells holding paths (td.path) may break anywhere, so a wide table (the provenance and runs tables, the 13-column
+# COCO table) shrinks its columns to a 1280-px laptop window instead of overflowing it; words and numbers elsewhere
+# only wrap at spaces (breaking them anywhere would split 'FAILED' or a header into letters).
 
 
 def _sup(label: str) -> str:
     return re.sub(r'\^(\w+)', r'<sup>\1</sup>', html.escape(label))
+
+
+def _path_class(cell: str) -> str:
+    """' class="path"' for a cell that holds a path (or a list of them): it may wrap anywhere."""
+    return ' class="path"' if '/' in cell or os.sep in cell else ''
 
 
 def html_report(report, plots: list[dict], out: Path) -> str:
@@ -429,7 +441,8 @@ def html_report(report, plots: list[dict], out: Path) -> str:
                      '</tr></thead><tbody>')
         for row, state in zip(body, states):
             cls = state.replace(' ', '-') + (' baseline' if '(baseline)' in row[0] else '')
-            parts.append(f'<tr class="{e(cls)}">' + ''.join(f'<td>{_sup(c)}</td>' for c in row) + '</tr>')
+            parts.append(f'<tr class="{e(cls)}">' + ''.join(f'<td{_path_class(c)}>{_sup(c)}</td>' for c in row)
+                         + '</tr>')
         parts.append('</tbody></table>' + ''.join(f'<p class="note">{e(n)}</p>' for n in notes))
     if plots:
         parts.append('<h2>Plots</h2>')
@@ -437,6 +450,7 @@ def html_report(report, plots: list[dict], out: Path) -> str:
             data = base64.b64encode((out / p['file']).read_bytes()).decode('ascii')
             parts.append(f'<figure><img alt="{e(p["title"])}" src="data:image/png;base64,{data}">'
                          f'<figcaption>{e(p["title"])}</figcaption></figure>')
+    parts += visuals_html(report.get('visuals') or [], out)
     parts.append('</body></html>')
     return '\n'.join(parts)
 
@@ -448,10 +462,12 @@ def write_outputs(report, out: Path) -> list[Path]:
     except Exception as exc:  # noqa: BLE001  (a plot must not cost the tables)
         report['warnings'].append(f'plots could not be drawn ({exc.__class__.__name__}: {exc})')
         plots = []
+    copy_visuals(report.get('visuals') or [], out)
     results = _json_safe(results_json(report, plots))
     _atomic_write(out / 'results.json', json.dumps(results, indent=1, allow_nan=False) + '\n')
     write_csv(report, out / 'results.csv')
     _atomic_write(out / 'report.md', markdown(report, plots))
     _atomic_write(out / 'report.html', html_report(report, plots, out))
     return [out / n for n in ('report.md', 'report.html', 'results.json', 'results.csv')] + [out / p['file']
-                                                                                           for p in plots]
+                                                                                           for p in plots] + [
+        out / f['file'] for sec in report.get('visuals') or [] for f in sec['figures']]

@@ -80,3 +80,59 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
     md = (report / 'report.md').read_text()
     assert 'random init (baseline)' in md and 'sdae 2ep student' in md
     assert all((report / name).is_file() for name in ('results.json', 'results.csv', 'plots/pretrain_loss.png'))
+
+    # Pictures: the encoders' attention / PCA maps and the fine-tunes' predictions side by side, embedded in the html.
+    features = json.loads((work / 'visuals' / 'features' / 'visuals.json').read_text())
+    assert [r['name'] for r in features['rows']] == ['sdae 2ep student', 'random init']
+    predictions = json.loads((work / 'visuals' / 'predictions' / 'visuals.json').read_text())
+    assert [f['file'] for f in predictions['figures']] == ['predictions_det.png', 'predictions_seg.png']
+    assert sorted((r['task'], r['label']) for r in predictions['runs']) == [
+        ('det', 'random init'), ('det', 'sdae 2ep student'), ('seg', 'random init'), ('seg', 'sdae 2ep student')]
+    assert '![COCO (Mask R-CNN): predictions side by side](visuals/' in md
+    pictures = _pictures_in_browser(report / 'report.html')
+    assert len(pictures) == 4  # attention, PCA, det and seg predictions
+    assert all(natural > 0 and shown > 0 and visible for natural, shown, visible in pictures), pictures
+
+    # TensorBoard: every training run (pretraining and fine-tuning) wrote event files holding the scalars it logged.
+    for run in (work / 'pretrain_sdae', work / 'finetune' / 'det_random_seed0', work / 'finetune' / 'seg_sdae_seed0'):
+        _assert_tensorboard_matches_scalars(run)
+
+
+def _pictures_in_browser(page_file: Path) -> list[tuple[int, float, bool]]:
+    """(naturalWidth, rendered width, visible) of every embedded picture, as headless Chromium shows the page."""
+    from playwright.sync_api import sync_playwright
+    from test_report import CHROMIUM, CHROMIUM_ARGS  # tests/ is on sys.path (pytest rootdir import mode)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS[1:], headless=True)
+        page = browser.new_page(viewport={'width': 1280, 'height': 800})
+        page.goto(page_file.as_uri(), wait_until='load')
+        out = page.eval_on_selector_all('figure.visual img', '''els => els.map(e => [e.naturalWidth,
+            e.getBoundingClientRect().width, getComputedStyle(e).visibility === 'visible'])''')
+        browser.close()
+    return [tuple(x) for x in out]
+
+
+def _assert_tensorboard_matches_scalars(run: Path) -> None:
+    """The newest session of ``run`` has TensorBoard event files, and tensorboard's own reader finds in them every
+    number of that session's scalars.json (mmengine's log) at the same step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sessions = sorted(p.parent for p in run.glob('*/vis_data/scalars.json'))
+    assert sessions, f'{run}: no vis_data/scalars.json'
+    vis = sessions[-1]
+    assert list(vis.glob('events.out.tfevents.*')), f'{vis}: no TensorBoard event file'
+    logged: dict[str, dict[int, float]] = {}
+    for line in (vis / 'scalars.json').read_text().splitlines():
+        rec = json.loads(line)
+        for k, v in rec.items():
+            if k != 'step' and isinstance(v, (int, float)):
+                logged.setdefault(k, {})[rec['step']] = float(v)
+    assert logged, f'{vis}/scalars.json logged no number'
+    acc = EventAccumulator(str(vis))
+    acc.Reload()
+    for key, by_step in logged.items():
+        assert key in acc.Tags()['scalars'], (vis, key, acc.Tags()['scalars'])
+        read = {e.step: e.value for e in acc.Scalars(key)}
+        for step, value in by_step.items():
+            assert abs(read[step] - value) <= 1e-5 * max(1.0, abs(value)), (vis, key, step, read[step], value)

@@ -128,7 +128,7 @@ def test_every_stage_key_depends_on_the_budget(monkeypatch, tmp_path):
         monkeypatch.setenv('SDAE_DEMO_BUDGET', budget)
         stages = rb.build_stages(args, rb.PRESETS['demo'], tmp_path / 'work')
         keys[budget] = {s.name: rb.recipe_key(s.recipe()) for s in stages}
-    assert len(keys['tiny']) == 18 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
+    assert len(keys['tiny']) == 20 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
 
 
 def test_config_digest_follows_base_files(tmp_path):

@@ -480,3 +480,44 @@ def test_invalid_metric_values_named_and_left_out(tmp_path, capsys, monkeypatch)
     assert [30.0, 25.0] == [h[0] for h in bars.values()] and all(len(h) == 1 for h in bars.values())
     ys = [y for a in lines if len(a) >= 2 for y in a[1]]
     assert ys and all(isinstance(y, float | int) and y == y and abs(y) != float('inf') for y in ys)
+
+
+def test_pictures_embedded_and_tables_fit_a_laptop_screen(bench, tmp_path, capsys):
+    """--visuals folders' figures are copied next to report.md and embedded in report.html; at a 1280-px viewport the
+    page, long paths and the 13-column COCO table included, needs no horizontal scrolling."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from visualize.manifest import write_manifest
+
+    feats = tmp_path / 'visuals' / 'features'
+    feats.mkdir(parents=True)
+    Image.new('RGB', (2400, 300), (200, 40, 40)).save(feats / 'attention.png')  # wider than the screen
+    write_manifest(feats, 'What the encoders see', [
+        {'file': 'attention.png', 'title': 'Last-block cls attention per head', 'caption': 'rows: checkpoints'},
+        {'file': 'gone.png', 'title': 'Missing', 'caption': ''}])
+    code, err, res = report([str(bench), '--visuals', str(tmp_path / 'visuals'), '--visuals', str(tmp_path / 'nope')],
+                            tmp_path / 'o', capsys)
+    out = tmp_path / 'o'
+    assert code == 0
+    assert f'--visuals {tmp_path / "nope"}: does not exist' in err
+    assert f'{feats / "gone.png"} is missing or not a PNG; that picture is left out' in err
+    md = (out / 'report.md').read_text()
+    assert '## What the encoders see' in md
+    assert '![Last-block cls attention per head](visuals/0_features/attention.png)' in md
+    assert (out / 'visuals' / '0_features' / 'attention.png').read_bytes() == (feats / 'attention.png').read_bytes()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS[1:], headless=True)
+        page = browser.new_page(viewport={'width': 1280, 'height': 800})
+        page.goto((out / 'report.html').as_uri(), wait_until='load')
+        scroll_width = page.evaluate('document.documentElement.scrollWidth')
+        tables = page.eval_on_selector_all('table', 'els => els.map(e => e.getBoundingClientRect().right)')
+        pictures = page.eval_on_selector_all('figure.visual img', '''els => els.map(e => {
+            const r = e.getBoundingClientRect();
+            return [e.naturalWidth, e.complete, r.width, r.height, getComputedStyle(e).visibility]; })''')
+        browser.close()
+    assert scroll_width <= 1280 and tables and max(tables) <= 1280
+    assert len(pictures) == 1
+    natural, complete, width, height, visibility = pictures[0]
+    assert natural == 2400 and complete and 0 < width <= 1280 and height > 0 and visibility == 'visible'

@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='put runs of different recipes in one column (each cell names its recipe)')
     p.add_argument('--stale-after-min', type=float, default=120.0,
                    help='a "running" run with no file written for this long is shown as stalled (default 120)')
+    p.add_argument('--visuals', action='append', default=[], metavar='DIR',
+                   help='folder with pictures to embed (visuals.json of tools/visualize_features.py / '
+                        'tools/visualize_predictions.py, searched recursively)')
     p.add_argument('--title', default='Transfer benchmark report')
     p.add_argument('--out', required=True, metavar='DIR', help='output folder')
     return p.parse_args(argv)

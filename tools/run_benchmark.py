@@ -108,7 +108,7 @@ PRESETS: dict[str, Preset] = {
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py',
                    est={'data': 40, 'pretrain': 180, 'export': 10, 'det': 130, 'det_test': 30, 'seg': 70,
-                        'seg_test': 20, 'report': 20}),
+                        'seg_test': 20, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                         seg='seg_configs/sdae_upernet_demo.py', seeds=(0, 1),
                         pretrain_opts=('train_cfg.max_epochs=40',),
@@ -118,12 +118,12 @@ PRESETS: dict[str, Preset] = {
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
                         # measured 2026-11-26 on 2 CPU cores (1 h 42 min in all)
                         est={'data': 40, 'pretrain': 560, 'export': 6, 'det': 630, 'det_test': 17, 'seg': 170,
-                             'seg_test': 11, 'report': 5}),
+                             'seg_test': 11, 'report': 5, 'visualize': 25}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',
                              'mae': 'pretrain/configs/mae_vit-base-p16_300e_in1k.py'},
                    det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py', demo_data=False,
                    est={'data': 0, 'pretrain': 3 * 86400, 'export': 60, 'det': 86400, 'det_test': 1800,
-                        'seg': 86400, 'seg_test': 1800, 'report': 60}),
+                        'seg': 86400, 'seg_test': 1800, 'report': 60, 'visualize': 300}),
 }
 # CI smoke run (SDAE_DEMO_BUDGET=tiny): a few images and iterations per stage, same code paths.
 TINY = {'data': ('--num-pretrain', '128', '--num-train', '8', '--num-val', '4'),
@@ -188,10 +188,39 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                     *opts(task, extra, more)], test_est, budget=budget, configs=[cfg], inputs=[f'{LAST}{wd}'],
                     outputs=[str(wd / 'test_results.json')]))
                 results.append(str(wd / 'test_results.json'))
+    visuals = visual_stages(args, preset, work, backbones, results, budget)
+    stages += visuals
     stages.append(Stage('report', [PY, 'tools/benchmark_report.py', str(work / 'pretrain_sdae'),
                                    str(work / 'pretrain_mae'), str(work / 'finetune'), '--baseline', 'random',
+                                   '--visuals', str(work / 'visuals'),
                                    '--out', str(work / 'report'), *(['--published'] if not preset.demo_data else [])],
-                        est['report'], budget=budget, inputs=results, outputs=[str(work / 'report' / 'results.json')]))
+                        est['report'], budget=budget, inputs=[*results, *(o for s in visuals for o in s.outputs)],
+                        outputs=[str(work / 'report' / 'results.json')]))
+    return stages
+
+
+def visual_stages(args: argparse.Namespace, preset: Preset, work: Path, backbones: dict[str, Path],
+                  results: list[str], budget: str) -> list[Stage]:
+    """Pictures for the report: attention / PCA maps of the pretrained encoders (and random init) on validation
+    images, and the fine-tuned models' predictions side by side. Each stage's record ends in its visuals.json."""
+    out = work / 'visuals'
+    est = preset.est.get('visualize', 30)
+    stages = []
+    if backbones:
+        images = args.data_root / 'coco' / 'val' if preset.demo_data else args.coco / 'val2017'
+        # Demo encoders pretrain on 64 px (8x8 patches): 128 px shows a 16x16 grid. Real ones: their own size.
+        size = ['--size', '128'] if preset.demo_data else []
+        stages.append(Stage('visualize-features', [
+            PY, 'tools/visualize_features.py', *map(str, backbones.values()),
+            *(['random'] if 'random' in preset.inits else []), '--images', str(images), '--num-images', '4', *size,
+            '--out', str(out / 'features')], est, budget=budget,
+            inputs=[*([str(args.data_root / 'meta.json')] if preset.demo_data else []), *map(str, backbones.values())],
+            outputs=[str(out / 'features' / 'visuals.json')]))
+    stages.append(Stage('visualize-predictions', [
+        # --min-shown 3: a demo-budget detector scores everything low; its 3 best guesses per image still show a lot
+        PY, 'tools/visualize_predictions.py', str(work / 'finetune'), '--num-images', '3', '--min-shown', '3',
+        '--out', str(out / 'predictions')], est, budget=budget, inputs=results,
+        outputs=[str(out / 'predictions' / 'visuals.json')]))
     return stages
 
 

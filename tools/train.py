@@ -127,12 +127,24 @@ def seed_and_rng_state(cfg: Config) -> str:
     return f"seed {randomness['seed']} ({source}); RNG states saved with every checkpoint"
 
 
+def add_tensorboard(cfg: Config) -> None:
+    """Every fine-tuning run also writes TensorBoard event files (<work_dir>/<timestamp>/vis_data/events.out.*), next
+    to mmengine's scalars.json, whatever the recipe's visualizer lists: a run property, like the machine adaptation."""
+    vis = cfg.get('visualizer')
+    if not isinstance(vis, dict):
+        return
+    backends = list(vis.get('vis_backends') or [])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        vis['vis_backends'] = [*backends, dict(type='TensorboardVisBackend')]
+
+
 def build_cfg(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     merge_options(cfg, args.cfg_options, args.config, 'train')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
     per_run_visualizer(cfg)
+    add_tensorboard(cfg)
     backbone = cfg.model.get('backbone', {})
     if args.pretrained or args.pretrained_branch:
         init = dict(backbone.get('init_cfg') or {'type': 'Pretrained'})

@@ -21,7 +21,9 @@ env_cfg = dict(
 )
 log_processor = dict(window_size=50, by_epoch=True)
 log_level = 'INFO'
-vis_backends = [dict(type='LocalVisBackend')]  # <work_dir>/<timestamp>/vis_data/scalars.json
+# <work_dir>/<timestamp>/vis_data/scalars.json, and TensorBoard event files in the same folder
+# (tensorboard --logdir <work_dir>)
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='Visualizer', vis_backends=vis_backends)
 load_from = None
 resume = False
