@@ -13,8 +13,8 @@ import pycocotools.mask as mask_utils
 import pytest
 from pycocotools.coco import COCO
 
+from demodata.scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene
 from tools import make_demo_data
-from tools.demo_scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(num_pretrain=30, num_train=12, num_val=6)

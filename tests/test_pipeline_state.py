@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.state import LAST, WorkDirLocked, config_digest, work_dir_lock
 from tools import run_benchmark as rb
-from tools.pipeline_state import LAST, WorkDirLocked, config_digest, work_dir_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -2,7 +2,7 @@
 
     python tools/make_demo_data.py --out data/demo --seed 0
 
-Layout (all images are procedural scenes from tools/demo_scenes.py, one generator for the three sets):
+Layout (all images are procedural scenes from demodata/scenes.py, one generator for the three sets):
     pretrain/train/<folder>/<name>.jpg                  unlabeled pool, 128x128, ImageNet-style folders (the folder is
                                                         the class of the largest object, handy for a linear probe)
     coco/{train,val}/*.jpg, coco/annotations/instances_{train,val}.json
@@ -33,7 +33,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without PYTHONPATH
-from tools.demo_scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene  # noqa: E402
+from demodata.scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene  # noqa: E402
 
 VERSION = 1  # bump when the generator's output changes, so existing sets are regenerated
 JPEG_QUALITY = 90

@@ -38,7 +38,7 @@ from typing import Any
 if __package__ in (None, ''):  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.pipeline_state import (  # noqa: E402
+from pipeline.state import (  # noqa: E402
     LAST,
     WorkDirLocked,
     config_digest,

@@ -1,0 +1,1 @@
+"""The resumable benchmark pipeline behind `make demo`: work-dir lock and stage records (tools/run_benchmark.py)."""
