@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from mmengine.logging import print_log
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import nn
 
 from .checkpoint_io import safe_torch_load

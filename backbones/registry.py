@@ -8,7 +8,8 @@ Names must not collide with what mmdet, mmseg or their ``projects/`` register: u
 ``projects.ViTDet`` next to ours to compare, and a second registration of a name is a ``KeyError`` (or, with
 ``force=True``, silently replaces the other's class). Ours carry an ``SdAE`` prefix where a generic name could clash
 (``SdAELN2d``, not ``LN2d`` which ``projects.ViTDet`` registers); tests/test_registry_names.py checks every name we
-register against the installed registries and against a list of the projects' names (tests/openmmlab_project_registry_names.json).
+register against the installed registries and against a list of the projects' names
+(tests/openmmlab_project_registry_names.json).
 """
 from __future__ import annotations
 

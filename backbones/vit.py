@@ -168,7 +168,7 @@ class Block(nn.Module):
                  window_size: int = 0, rel_pos_grid: Grid | None = None, rel_pos_size: Grid | None = None):
         super().__init__()
         if rel_pos_grid and rel_pos_size:
-            raise ValueError('use either the BEiT relative position bias or the decomposed relative positions, not both')
+            raise ValueError('use either the BEiT relative position bias or decomposed relative positions, not both')
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)

@@ -39,15 +39,15 @@ def test_vitdet_total_batch_on_a_simulated_world_of_8():
     # as configured (4 per GPU, the source's 16-GPU setting) 8 GPUs would train at 32: refused, the fix named
     with pytest.raises(RecipeBatchError, match=r'train at 32 .*train_dataloader\.batch_size=8 \(64 / 8 processes\)'):
         check_effective_batch(cfg, world_size=8, recipe_batch=64)
-    # the hook runs the same check on the runner (before any training step)
+    # the hook runs the same check on the runner (before the weights are loaded and any training step)
     runner = SimpleNamespace(cfg=cfg, world_size=8)
     with pytest.raises(RecipeBatchError, match='batch_size=8'):
-        SdAERecipeBatchHook(batch_size=64).before_train(runner)
+        SdAERecipeBatchHook(batch_size=64).before_run(runner)
     assert 'the recipe batch' in check_effective_batch(cfg, world_size=16, recipe_batch=64)
     fixed = _cfg(VITDET)
     fixed.merge_from_dict({'train_dataloader.batch_size': 8})
     assert check_effective_batch(fixed, 8, 64) == 'total batch 64 = 8 processes x 8: the recipe batch'
-    SdAERecipeBatchHook(batch_size=64).before_train(SimpleNamespace(cfg=fixed, world_size=8))
+    SdAERecipeBatchHook(batch_size=64).before_run(SimpleNamespace(cfg=fixed, world_size=8))
     # opting into mmengine's linear lr scaling runs at 32, logged as a deviation (lr x 0.5, schedule unchanged)
     scaled = _cfg(VITDET)
     scaled.merge_from_dict({'auto_scale_lr.enable': True})
@@ -65,7 +65,7 @@ def test_mmengine_scales_the_lr_by_the_same_arithmetic():
 
     cfg = _cfg(VITDET)
     wrapper = OptimWrapper(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4))
-    fake = SimpleNamespace(_train_dataloader=cfg.train_dataloader, world_size=8,
+    fake = SimpleNamespace(_train_dataloader=cfg.train_dataloader, world_size=8, param_schedulers=cfg.param_scheduler,
                            logger=SimpleNamespace(info=lambda *a, **k: None))
     Runner.scale_lr(fake, wrapper, dict(enable=True, base_batch_size=64))
     assert wrapper.param_groups[0]['lr'] == pytest.approx(0.5e-4)
@@ -192,7 +192,7 @@ def test_cae_protocol_neck_heads_proposals_warmup_positions():
 @pytest.mark.parametrize('config', [CAE, VITDET, SEG, *DEMOS])
 def test_every_recipe_config_opens_with_its_source_and_a_deviation_table(config):
     text = (ROOT / config).read_text()
-    header = text[:text.index('_base_')]
+    header = text[:re.search(r'^_base_ = ', text, re.M).start()]
     assert re.search(r'^# SOURCE: .*(github\.com/\S+|\.py)', header, re.M), 'no source line'
     assert re.search(r'^# Deviations? .*\| reason$', header, re.M) or \
         re.search(r'^# Deliberate deviations from the source\s+\| reason$', header, re.M), 'no deviation table'

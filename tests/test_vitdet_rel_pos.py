@@ -109,7 +109,7 @@ def test_zero_init_when_absent_and_interpolated_when_sized_otherwise(tmp_path):
 
     # a checkpoint whose global tables were trained for another grid (9 rows = a 5x5 grid; the model has 6x6 -> 11)
     with_tables = dict(plain_sd)
-    for i, blk in enumerate(m.blocks):
+    for i in range(len(m.blocks)):
         side = 5 if i in (1, 3) else 4
         for a in 'hw':
             with_tables[f'blocks.{i}.attn.rel_pos_{a}'] = torch.randn(2 * side - 1, 16)
