@@ -5,8 +5,9 @@ iterations of 64 images. Run on 8 GPUs with the per-GPU batch meant for 16, it t
 the recipe's lr and milestones. mmengine's ``auto_scale_lr`` would rescale the lr linearly but not the iteration count
 (and is off unless asked for), so the silent default is wrong either way.
 
-``SdAERecipeBatchHook(batch_size=N)`` (in ``custom_hooks`` of every full recipe config) checks, at ``before_run`` (before
-the pretrained weights are loaded and any training step), that ``world size x train_dataloader.batch_size == N``:
+``SdAERecipeBatchHook(batch_size=N)`` (in ``custom_hooks`` of every full recipe config) checks, at ``before_run``
+(before the pretrained weights are loaded and any training step), that ``world size x train_dataloader.batch_size ==
+N``:
 
 - equal: logged as the recipe's batch;
 - different and ``auto_scale_lr.enable`` false (the default): an error naming the fix (the per-GPU batch that gives N
