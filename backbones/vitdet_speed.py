@@ -7,7 +7,9 @@ The reference is timm's ``samvit_base_patch16`` (in the pinned stack): the ViTDe
 
 Timing: each round runs one forward + backward of each model on the same input, alternating which goes first, after
 ``warmup`` untimed rounds; the result is the median over rounds per model and the median of the per-round ratios. The
-two are interleaved in one process so that load from other processes on a shared machine hits both alike.
+two are interleaved in one process so that load from other processes on a shared machine hits both alike. On a CPU
+the ratio is taken on this process's CPU time (``time.process_time``), which other processes' load does not inflate the
+way it inflates wall time (on a shared 2-core machine wall times of the same step varied 2x); wall times are kept too.
 """
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ def backbone_kwargs(config: str | Path = VITDET_CONFIG) -> dict:
     kwargs = dict(Config.fromfile(str(config)).model.backbone)
     kwargs.pop('type'), kwargs.pop('init_cfg', None)
     return kwargs
+
+
+def vit_from_config(img_size: int, config: str | Path = VITDET_CONFIG) -> nn.Module:
+    """The config's backbone for ``img_size`` inputs (global rel-pos tables sized for that grid), without weights."""
+    from .vit_backbone import SdAEViT
+
+    return SdAEViT(**dict(backbone_kwargs(config), rel_pos_img_size=img_size))
 
 
 def cpu_name() -> str:
@@ -62,7 +71,9 @@ class SpeedResult:
     device: str
     rounds: int
     warmup: int
+    clock: str = 'wall'
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    wall_seconds: dict[str, list[float]] = field(default_factory=dict)
     median_s: dict[str, float] = field(default_factory=dict)
     ratio_of_medians: float = 0.0
     median_of_ratios: float = 0.0
@@ -73,18 +84,17 @@ class SpeedResult:
 
 
 def _step(model: nn.Module, x: torch.Tensor, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-          device: torch.device) -> float:
+          device: torch.device) -> tuple[float, float]:
+    """One forward + backward: (wall seconds, this process's CPU seconds)."""
     model.zero_grad(set_to_none=True)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = forward(model, x)
     out.float().sum().backward()
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-    dt = time.perf_counter() - t0
-    del out
-    return dt
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _ours_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -101,28 +111,28 @@ def measure(img_size: int = 1024, batch: int = 1, rounds: int = 3, warmup: int =
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    from .vit_backbone import SdAEViT
-
     torch.manual_seed(seed)
-    kwargs = backbone_kwargs(config)
-    ours = SdAEViT(**dict(kwargs, rel_pos_img_size=img_size)).to(dev).train()
-    ref = timm_samvit_reference(img_size, kwargs.get('drop_path_rate', 0.0)).to(dev).train()
+    ours = vit_from_config(img_size, config).to(dev).train()
+    ref = timm_samvit_reference(img_size, backbone_kwargs(config).get('drop_path_rate', 0.0)).to(dev).train()
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
     models = {'sdae_vitdet': (ours, _ours_forward), 'timm_samvit': (ref, _timm_forward)}
     times: dict[str, list[float]] = {k: [] for k in models}
+    walls: dict[str, list[float]] = {k: [] for k in models}
+    clock = 'process cpu' if dev.type == 'cpu' else 'wall'
     for r in range(warmup + rounds):
         order = list(models) if r % 2 == 0 else list(reversed(models))
         for name in order:
             model, fwd = models[name]
-            dt = _step(model, x, fwd, dev)
+            wall, cpu = _step(model, x, fwd, dev)
             if r >= warmup:
-                times[name].append(dt)
+                times[name].append(cpu if clock == 'process cpu' else wall)
+                walls[name].append(wall)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [a / b for a, b in zip(times['sdae_vitdet'], times['timm_samvit'], strict=True)]
     machine = (f'{cpu_name()} ({torch.get_num_threads()} threads)' if dev.type == 'cpu'
                else torch.cuda.get_device_name(dev)) + f', torch {torch.__version__}'
 
     return SpeedResult(img_size=img_size, batch=batch, threads=torch.get_num_threads(), device=str(dev),
-                       rounds=rounds, warmup=warmup, seconds=times, median_s=med,
+                       rounds=rounds, warmup=warmup, clock=clock, seconds=times, wall_seconds=walls, median_s=med,
                        ratio_of_medians=med['sdae_vitdet'] / med['timm_samvit'],
                        median_of_ratios=statistics.median(ratios), machine=machine)

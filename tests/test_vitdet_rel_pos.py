@@ -142,3 +142,16 @@ def test_equal_to_timm_sam_vit_given_the_same_weights(img_size):
     x = torch.randn(2, 3, img_size, img_size)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], ref.forward_features(x), rtol=1e-5, atol=5e-5)  # values ~20
+
+
+def test_speed_benchmark_compares_the_same_architecture():
+    """tools/benchmark_vitdet.py's pair: the ViTDet config's backbone and timm's samvit_base_patch16 have the same
+    parameters (names and shapes) but for the position table, which ViTDet keeps at the 224 grid (run at 64 px here)."""
+    from backbones.vitdet_speed import measure, timm_samvit_reference, vit_from_config
+
+    ours, ref = vit_from_config(img_size=64), timm_samvit_reference(64, drop_path_rate=0.1)
+    shapes = {k: tuple(v.shape) for k, v in ours.named_parameters() if k != 'pos_embed'}
+    assert shapes == {k: tuple(v.shape) for k, v in ref.named_parameters() if k != 'pos_embed'}
+    assert shapes['blocks.2.attn.rel_pos_h'] == (7, 64) and shapes['blocks.0.attn.rel_pos_h'] == (27, 64)
+    result = measure(img_size=64, rounds=1, warmup=0)
+    assert set(result.median_s) == {'sdae_vitdet', 'timm_samvit'} and result.ratio_of_medians > 0

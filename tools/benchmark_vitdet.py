@@ -4,7 +4,8 @@
     python tools/benchmark_vitdet.py [--img-size 1024] [--batch 1] [--rounds 3] [--warmup 1] [--threads 1]
                                      [--device cpu] [--out vitdet_speed.json]
 
-Prints each model's median seconds per forward + backward and the ratio ours / reference (<= 1.0: no slower).
+Prints each model's median seconds per forward + backward and the ratio ours / reference (<= 1.0: no slower); on a
+CPU the seconds are this process's CPU time (robust to other processes on a shared machine), wall time alongside.
 On a CPU, ViT-B at 1024 px is tens of seconds per step and needs ~10 GB of memory: batch 1, few rounds.
 The measurement lives in backbones/vitdet_speed.py.
 """
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     result = measure(args.img_size, args.batch, args.rounds, args.warmup, args.threads or None, args.device)
     for name, sec in result.median_s.items():
-        print(f'{name:12s} median {sec:8.3f} s per forward+backward  (rounds: '
-              f'{", ".join(f"{t:.3f}" for t in result.seconds[name])})')
+        print(f'{name:12s} median {sec:8.3f} s ({result.clock}) per forward+backward  (rounds: '
+              f'{", ".join(f"{t:.3f}" for t in result.seconds[name])}; wall: '
+              f'{", ".join(f"{t:.3f}" for t in result.wall_seconds[name])})')
     print(f'ratio ours / timm samvit: {result.ratio_of_medians:.3f} (ratio of medians), '
           f'{result.median_of_ratios:.3f} (median of per-round ratios) | {result.img_size} px, batch {result.batch}, '
           f'{result.machine}')
