@@ -146,10 +146,12 @@ class Attention(nn.Module):
         if self.rel_pos_size and size is not None:
             if bias is not None:
                 raise ValueError('BEiT relative position bias and ViTDet decomposed relative positions are exclusive')
-            # timm SAM's layout: q, k, v as [B * heads, N, head_dim] (one copy), the bias as [B * heads, N, N]
-            q, k, v = qkv.reshape(3, b * self.num_heads, n, -1).unbind(0)
-            bias = get_decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, tuple(size), tuple(size))
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).view(b, self.num_heads, n, -1)
+            # q, k, v stay views of qkv [B, heads, N, head_dim]; only q is copied, to the [B * heads, N, head_dim]
+            # layout timm's helper takes (timm's SAM attention copies all three)
+            q, k, v = qkv.unbind(0)
+            bias = get_decomposed_rel_pos_bias(q.reshape(b * self.num_heads, n, -1), self.rel_pos_h, self.rel_pos_w,
+                                               tuple(size), tuple(size))
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.view(b, self.num_heads, n, n))
             return self.proj(x.transpose(1, 2).reshape(b, n, d))
         if bias is not None:
             bias = bias.to(qkv.dtype).unsqueeze(0)
