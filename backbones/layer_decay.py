@@ -7,8 +7,18 @@ implements it gets layer decay. Parameters outside that module (neck, heads) get
 
 lr of a parameter at depth d = base_lr * decay ** (num_layers - 1 - d): with the ViT's convention (embeddings 0,
 block i -> i + 1, rest L + 1; num_layers = L + 2) that is decay ** (L + 1 - d).
-No weight decay on norms and biases (ndim <= 1) and on the names the module lists in ``no_weight_decay()``
-(pos_embed, cls_token, relative position tables).
+Which parameters get no weight decay is the recipe's, chosen with ``paramwise_cfg.decay_rule`` (each recipe config
+states its rule and the source it comes from):
+
+- ``'timm'`` (default): norms and biases (ndim <= 1, ``*.bias``) and the names the depth module lists in
+  ``no_weight_decay()`` (pos_embed, cls_token, relative position tables).
+- ``'beit'``: BEiT's ``LayerDecayOptimizerConstructor`` as it runs in mmseg (MAE / BEiT UperNet) and in CAE's
+  detection code: 1-D tensors and ``*.bias`` only. Their extra ``name in ('pos_embed', 'cls_token')`` test compares
+  full names (``backbone.pos_embed``) and never fires, so position tables, cls token and relative position tables
+  ARE decayed there, and here under this rule.
+- ``'mmdet_vitdet'``: mmdet ``projects/ViTDet`` ``LayerDecayOptimizerConstructor``: only the backbone blocks' norms
+  (``backbone.blocks.*`` with ``norm`` in the name) and anything named ``*pos_embed*``; every bias, the neck's and
+  heads' norms, the patch embedding and the relative position tables are decayed.
 ``custom_keys`` works as in mmengine (the longest key that is a substring of the parameter name wins; its ``lr_mult``
 and ``decay_mult`` multiply the layer-decayed lr and the weight decay), e.g. a slower neck or no decay on a head.
 Any other ``paramwise_cfg`` key is an error rather than silently ignored.
@@ -32,7 +42,8 @@ def find_depth_module(model: nn.Module) -> tuple[str, nn.Module]:
                     f"constructor='LayerDecayConstructor' from optim_wrapper.")
 
 
-SUPPORTED_PARAMWISE_KEYS = ('layer_decay_rate', 'custom_keys')
+SUPPORTED_PARAMWISE_KEYS = ('layer_decay_rate', 'custom_keys', 'decay_rule')
+DECAY_RULES = ('timm', 'beit', 'mmdet_vitdet')
 SUPPORTED_CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
 
 
@@ -40,8 +51,10 @@ def _check_paramwise_cfg(cfg: dict) -> None:
     unknown = sorted(set(cfg) - set(SUPPORTED_PARAMWISE_KEYS))
     if unknown:
         raise ValueError(f'optim_wrapper.paramwise_cfg has {unknown}, which LayerDecayConstructor does not apply; it '
-                         f'supports {list(SUPPORTED_PARAMWISE_KEYS)} (norms, biases and no_weight_decay() names never '
-                         f'get weight decay). Fix the key or remove it.')
+                         f'supports {list(SUPPORTED_PARAMWISE_KEYS)}. Fix the key or remove it.')
+    if cfg.get('decay_rule', 'timm') not in DECAY_RULES:
+        raise ValueError(f"optim_wrapper.paramwise_cfg.decay_rule={cfg['decay_rule']!r}; supported: "
+                         f'{list(DECAY_RULES)} (see backbones/layer_decay.py).')
     for key, fields in cfg.get('custom_keys', {}).items():
         bad = sorted(set(fields) - set(SUPPORTED_CUSTOM_KEY_FIELDS))
         if bad:
@@ -59,6 +72,7 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
 
     def add_params(self, params: list[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
         decay = float(self.paramwise_cfg.get('layer_decay_rate', 1.0))
+        rule = self.paramwise_cfg.get('decay_rule', 'timm')
         base_lr, base_wd = self.base_lr, self.base_wd or 0.0
         root, depth_module = find_depth_module(module)
         depth_of: Callable[[str], tuple[int, int]] = depth_module.get_layer_depth
@@ -74,7 +88,7 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
             inside = root == '' or name.startswith(root + '.')
             local = name[len(root) + 1:] if root and inside else name
             depth = depth_of(local)[0] if inside else num_layers - 1
-            no_wd = param.ndim <= 1 or name.endswith('.bias') or (inside and local in no_wd_names)
+            no_wd = self._no_decay(rule, name, local if inside else None, param, no_wd_names)
             custom = next((k for k in custom_order if k in name), None)
             key = (depth, no_wd, custom)
             if key not in groups:
@@ -87,8 +101,18 @@ class LayerDecayConstructor(DefaultOptimWrapperConstructor):
             groups[key]['param_names'].append(name)
         # Deepest first: mmengine logs the first group's lr, which is then the undecayed (neck / head) lr.
         params.extend(groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1], k[2] or '')))
+        no_wd_list = [n for g in groups.values() if g['weight_decay'] == 0 for n in g['param_names']]
         print_log(f'layer-wise lr decay {decay} over {num_layers} depths of {root or type(module).__name__} '
                   f'(base lr {base_lr:g}, wd {base_wd:g}): {len(groups)} parameter groups, lr scale '
-                  f'{min(g["lr_scale"] for g in groups.values()):.4g} .. 1; no weight decay on '
-                  f'{sum(len(g["params"]) for g in groups.values() if g["weight_decay"] == 0)} tensors '
-                  f'(norms, biases, {", ".join(sorted(no_wd_names)[:4])}...)', logger='current')
+                  f'{min(g["lr_scale"] for g in groups.values()):.4g} .. 1; decay rule {rule!r}: no weight decay on '
+                  f'{len(no_wd_list)} tensors, e.g. {", ".join(no_wd_list[:4])}', logger='current')
+
+    @staticmethod
+    def _no_decay(rule: str, name: str, local: str | None, param: nn.Parameter, no_wd_names: set[str]) -> bool:
+        """Whether ``name`` (full name; ``local``: the name inside the depth module, None outside) gets no weight
+        decay under ``rule`` (see the module docstring)."""
+        if rule == 'mmdet_vitdet':
+            return (local is not None and local.startswith('blocks.') and 'norm' in local) or 'pos_embed' in name
+        if param.ndim <= 1 or name.endswith('.bias'):
+            return True
+        return rule == 'timm' and local is not None and local in no_wd_names

@@ -17,8 +17,12 @@ mmdet / mmseg (timm names)     ``{'state_dict': {'backbone.blocks.N...', 'neck.*
 
 Decoder, other-branch, head and optimiser entries are dropped on purpose and reported by category. A backbone weight the
 checkpoint does not provide, a key that maps to nothing, or a shape that does not fit is an error listing every such
-key.
-The only parameters allowed to be absent are relative position bias tables (zero-initialised by design).
+key. A file holding both ``model`` and ``state_dict`` is an error too (which one is the backbone is a guess), unless
+the caller picks one with ``key='model'`` or ``key='state_dict'`` (``init_cfg=dict(..., key=...)``).
+The only parameters allowed to be absent are relative position tables (zero-initialised by design): BEiT's
+``blocks.N.rel_pos.table`` and ViTDet's decomposed ``blocks.N.attn.rel_pos_h`` / ``rel_pos_w``. Decomposed tables that
+the checkpoint does have are loaded, linearly interpolated to the model's size when they differ (ViTDet's
+``get_rel_pos`` rule).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
 
@@ -37,6 +42,9 @@ from .checkpoint_io import safe_torch_load
 from .vit import resize_pos_embed
 
 BRANCHES = ('student', 'teacher')
+KEYS = ('model', 'state_dict')
+# Parameters a checkpoint may lack: relative position tables, zero-initialised by design (BEiT, ViTDet).
+ZERO_INIT_SUFFIXES = ('rel_pos.table', 'attn.rel_pos_h', 'attn.rel_pos_w')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -63,7 +71,7 @@ class LoadReport:
             lines.append(f'  dropped on purpose ({cat}): {len(keys)} keys, e.g. {", ".join(sorted(keys)[:3])}')
         if self.zero_init:
             lines.append(f'  not in the checkpoint, zero-initialised by design: {len(self.zero_init)} relative '
-                         f'position bias tables')
+                         f'position tables')
         lines += [f'  {n}' for n in self.notes]
         return '\n'.join(lines)
 
@@ -126,10 +134,33 @@ def _drop_timm_extras(sd: dict[str, torch.Tensor], report: LoadReport) -> dict[s
     return out
 
 
-def read_backbone_state(path: str | os.PathLike, branch: str | None = None) -> tuple[dict[str, torch.Tensor],
-                                                                                      LoadReport]:
+def _pick_key(obj: dict, path: str, key: str | None, report: LoadReport) -> dict:
+    """Apply the caller's choice between ``model`` and ``state_dict``; refuse to guess when a file holds both."""
+    if key not in (None, *KEYS):
+        raise ValueError(f"key must be 'model', 'state_dict' or None, got {key!r}")
+    both = all(isinstance(obj.get(k), dict) for k in KEYS)
+    if key is None:
+        if both:
+            raise CheckpointMismatchError(
+                f"{path}: the file holds both 'model' ({len(obj['model'])} entries) and 'state_dict' "
+                f"({len(obj['state_dict'])} entries); which one is the backbone is not guessed. Choose one: "
+                f"init_cfg=dict(type='Pretrained', checkpoint=..., key='model') (or key='state_dict').")
+        return obj
+    if not isinstance(obj.get(key), dict):
+        raise CheckpointMismatchError(f"{path}: key={key!r} was asked for, but the file has no {key!r} dict "
+                                      f"(top-level keys: {sorted(obj)})")
+    # key='state_dict' sets aside both encoders of an official SdAE file; key='model' keeps its teacher
+    other = [k for k in (('state_dict',) if key == 'model' else ('model', 'model_teacher')) if k in obj]
+    for k in other:
+        report.dropped[f'not chosen (key={key!r})'].append(k)
+    return {k: v for k, v in obj.items() if k not in other}
+
+
+def read_backbone_state(path: str | os.PathLike, branch: str | None = None, key: str | None = None
+                        ) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Read ``path`` and return (timm-named encoder state dict, report). ``branch``: 'student', 'teacher' or None
-    (None is allowed only when the file holds a single encoder)."""
+    (None is allowed only when the file holds a single encoder). ``key``: 'model' or 'state_dict' for a file holding
+    both (an error without it), None otherwise."""
     path = str(path)
     if branch not in (None, *BRANCHES):
         raise ValueError(f"branch must be 'student', 'teacher' or None, got {branch!r}")
@@ -138,6 +169,7 @@ def read_backbone_state(path: str | os.PathLike, branch: str | None = None) -> t
         raise CheckpointMismatchError(f'{path}: expected a dict checkpoint, got {type(obj).__name__}')
     meta = obj.get('meta') if isinstance(obj.get('meta'), dict) else None
     report = LoadReport(path=path, layout='?', meta=meta)
+    obj = _pick_key(obj, path, key, report)
 
     def need_branch(layout: str) -> str:
         if branch is None:
@@ -230,9 +262,28 @@ def _checkpoint_grid(sd: dict[str, torch.Tensor], report: LoadReport) -> tuple[i
     return side, side
 
 
+def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A decomposed relative position table [L, C] linearly interpolated to [length, C] (ViTDet's ``get_rel_pos``)."""
+    if table.shape[0] == length:
+        return table
+    out = F.interpolate(table.float().t().unsqueeze(0), size=length, mode='linear')
+    return out.squeeze(0).t().to(table.dtype)
+
+
 def adapt_to_model(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
-    """Fit a timm-named encoder state dict to ``model``: pos-embed grid, cls slot, unused cls token / final norm."""
+    """Fit a timm-named encoder state dict to ``model``: pos-embed grid, cls slot, unused cls token / final norm,
+    decomposed relative position table lengths."""
     sd = dict(sd)
+    own = model.state_dict()
+    resized = []
+    for k in [k for k in sd if k.endswith(('attn.rel_pos_h', 'attn.rel_pos_w')) and k in own]:
+        t, want = sd[k], own[k]
+        if t.ndim == 2 and t.shape[1] == want.shape[1] and t.shape[0] != want.shape[0]:
+            sd[k] = resize_rel_pos(t, want.shape[0])
+            resized.append(f'{k} {t.shape[0]}->{want.shape[0]}')
+    if resized:
+        report.notes.append(f'{len(resized)} decomposed relative position tables interpolated linearly to the model '
+                            f'grid, e.g. {resized[0]}')
     if 'pos_embed' in sd:
         pe = sd['pos_embed']
         n_model = model.pos_embed.shape[1]
@@ -255,13 +306,15 @@ def adapt_to_model(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadRe
     return sd
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | None = None) -> LoadReport:
+def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | None = None,
+                    key: str | None = None) -> LoadReport:
     """Load ``path`` into ``model`` (a :class:`backbones.vit.VisionTransformer`); raise on any missing/unexpected/
-    mis-shaped backbone key, log and return the report otherwise."""
-    sd, report = read_backbone_state(path, branch)
+    mis-shaped backbone key, log and return the report otherwise. ``branch`` / ``key``: see
+    :func:`read_backbone_state`."""
+    sd, report = read_backbone_state(path, branch, key)
     sd = adapt_to_model(model, sd, report)
     own = model.state_dict()
-    allowed_missing = {k for k in own if k.endswith('rel_pos.table')}
+    allowed_missing = {k for k in own if k.endswith(ZERO_INIT_SUFFIXES)}
     missing = sorted(k for k in own if k not in sd and k not in allowed_missing)
     unexpected = sorted(k for k in sd if k not in own)
     shapes = sorted(f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'

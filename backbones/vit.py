@@ -5,9 +5,12 @@ Parameter names are timm's (and therefore MAE's / official SdAE's): ``cls_token`
 A timm ``vit_*_patch16_*`` state dict loads into it unchanged.
 
 Written by hand (not ``timm.models.VisionTransformer``) because transfer needs, in the same block, window attention
-with a list of global blocks (ViTDet), a zero-initialised relative position bias (BEiT/CAE) that follows the feature-map
-size, and attention over an arbitrary subset of patches (MAE masking, SdAE multi-fold teacher views); timm's Block has
-none of these. The building blocks themselves (PatchEmbed, Mlp, DropPath, init) are timm's.
+with a list of global blocks (ViTDet), two kinds of zero-initialised relative positions -- BEiT's per-head scalar bias
+table (mmseg MAE / BEiT UperNet) and ViTDet's decomposed, query-dependent ``rel_pos_h`` / ``rel_pos_w`` -- and
+attention over an arbitrary subset of patches (MAE masking, SdAE multi-fold teacher views); timm's Block has none of
+these together. The building blocks themselves (PatchEmbed, Mlp, DropPath, init, and the decomposed relative position
+bias of timm's SAM ViT, ``get_decomposed_rel_pos_bias``) are timm's. Without relative positions the attention is
+exactly the pretraining one (no extra work, no extra parameters).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from timm.layers import DropPath, Mlp, PatchEmbed
+from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -114,19 +118,41 @@ class RelativePositionBias(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with timm's parameter names (``qkv``, ``proj``); fused SDPA kernel."""
+    """Multi-head self-attention with timm's parameter names (``qkv``, ``proj``); fused SDPA kernel.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    ``rel_pos_size`` (ViTDet / SAM): decomposed relative positions over an (h, w) token grid -- per-axis tables
+    ``rel_pos_h`` [2h-1, head_dim] and ``rel_pos_w`` [2w-1, head_dim], zero-initialised, turned into the query-dependent
+    bias q·R_h + q·R_w by timm's ``get_decomposed_rel_pos_bias`` (tables linearly interpolated when the attention runs
+    over another grid size, as ViTDet's ``get_rel_pos``). The bias goes to SDPA as ``attn_mask``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, rel_pos_size: Grid | None = None):
         super().__init__()
         assert dim % num_heads == 0, f'dim {dim} is not divisible by num_heads {num_heads}'
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.rel_pos_size = tuple(rel_pos_size) if rel_pos_size else None
+        if self.rel_pos_size:
+            head_dim = dim // num_heads
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * self.rel_pos_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * self.rel_pos_size[1] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, N, D]; bias: additive [heads, N, N] or None."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, size: Grid | None = None) -> torch.Tensor:
+        """x: [B, N, D]; bias: additive [heads, N, N] or None; size: the (h, w) grid of the N tokens, for the decomposed
+        relative positions (None: tokens without a grid, e.g. a masked subset; no relative positions then)."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if self.rel_pos_size and size is not None:
+            if bias is not None:
+                raise ValueError('BEiT relative position bias and ViTDet decomposed relative positions are exclusive')
+            # q, k, v stay views of qkv [B, heads, N, head_dim]; only q is copied, to the [B * heads, N, head_dim]
+            # layout timm's helper takes (timm's SAM attention copies all three)
+            q, k, v = qkv.unbind(0)
+            bias = get_decomposed_rel_pos_bias(q.reshape(b * self.num_heads, n, -1), self.rel_pos_h, self.rel_pos_w,
+                                               tuple(size), tuple(size))
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.view(b, self.num_heads, n, n))
+            return self.proj(x.transpose(1, 2).reshape(b, n, d))
         if bias is not None:
             bias = bias.to(qkv.dtype).unsqueeze(0)
         x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
@@ -134,13 +160,19 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; ``window_size > 0`` makes it a windowed (ViTDet) block over the patch grid."""
+    """Pre-norm transformer block; ``window_size > 0`` makes it a windowed (ViTDet) block over the patch grid.
+
+    ``rel_pos_grid``: BEiT-style scalar bias table for that grid; ``rel_pos_size``: ViTDet decomposed relative
+    positions sized for that grid (the window for windowed blocks). At most one of the two.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
-                 window_size: int = 0, rel_pos_grid: Grid | None = None):
+                 window_size: int = 0, rel_pos_grid: Grid | None = None, rel_pos_size: Grid | None = None):
         super().__init__()
+        if rel_pos_grid and rel_pos_size:
+            raise ValueError('use either the BEiT relative position bias or decomposed relative positions, not both')
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -149,17 +181,18 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: Grid | None = None, num_prefix: int = 1) -> torch.Tensor:
         """x: [B, P + L, D] with P prefix (cls) tokens. ``grid`` is the patch grid when the L tokens form a full map
-        (needed by window attention and relative position bias); None for subsets of patches (masked pretraining)."""
+        (needed by window attention and relative positions); None for subsets of patches (masked pretraining)."""
         shortcut = x
         x = self.norm1(x)
         if self.window_size and grid is not None:
             assert num_prefix == 0, 'window attention runs on patch tokens only (build the backbone without cls token)'
+            window = (self.window_size, self.window_size)
             x, padded = window_partition(x, grid, self.window_size)
-            bias = self.rel_pos((self.window_size,) * 2) if self.rel_pos is not None else None
-            x = window_unpartition(self.attn(x, bias), self.window_size, padded, grid)
+            bias = self.rel_pos(window) if self.rel_pos is not None else None
+            x = window_unpartition(self.attn(x, bias, window), self.window_size, padded, grid)
         else:
             bias = self.rel_pos(grid, num_prefix) if self.rel_pos is not None and grid is not None else None
-            x = self.attn(x, bias)
+            x = self.attn(x, bias, grid)
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -171,7 +204,12 @@ class VisionTransformer(nn.Module):
         img_size: the training resolution; sets the stored position-embedding grid.
         pos_embed: 'sincos' (fixed, MAE/SdAE pretraining) or 'learned' (transfer: initialised from the checkpoint).
         window_size / global_attn_indexes: ViTDet window attention in every block except the listed ones.
-        use_rel_pos_bias: zero-initialised relative position bias in every block (over the window or the full grid).
+        use_rel_pos_bias: BEiT-style zero-initialised scalar relative position bias in every block (over the window or
+            the full grid; the global tables are resized bicubically for other grids).
+        use_rel_pos: ViTDet's decomposed relative positions (``blocks.N.attn.rel_pos_h`` / ``rel_pos_w``), zero-
+            initialised, in every block: windowed blocks sized for the window, global blocks for the patch grid of
+            ``rel_pos_img_size`` (default ``img_size``; ViTDet: 1024 while the position table stays at 224). Needs
+            ``with_cls_token=False``.
         with_cp: activation checkpointing per block (saves memory, costs one extra forward).
     """
 
@@ -179,11 +217,19 @@ class VisionTransformer(nn.Module):
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_path_rate: float = 0.0, pos_embed: str = 'sincos',
                  with_cls_token: bool = True, window_size: int = 0, global_attn_indexes: Sequence[int] = (),
-                 use_rel_pos_bias: bool = False, with_cp: bool = False):
+                 use_rel_pos_bias: bool = False, with_cp: bool = False, use_rel_pos: bool = False,
+                 rel_pos_img_size: int | Sequence[int] | None = None):
         super().__init__()
         if pos_embed not in ('sincos', 'learned'):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        if use_rel_pos and use_rel_pos_bias:
+            raise ValueError('use_rel_pos (ViTDet decomposed) and use_rel_pos_bias (BEiT table) are exclusive')
+        if use_rel_pos and with_cls_token:
+            raise ValueError('decomposed relative positions (use_rel_pos) run on patch tokens only: set '
+                             'with_cls_token=False')
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        rel_img = img_size if rel_pos_img_size is None else (
+            (rel_pos_img_size,) * 2 if isinstance(rel_pos_img_size, int) else tuple(rel_pos_img_size))
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth
@@ -201,7 +247,8 @@ class VisionTransformer(nn.Module):
         for i in range(depth):
             window = window_size if (window_size and i not in global_attn_indexes) else 0
             rel_grid = ((window, window) if window else self.grid) if use_rel_pos_bias else None
-            self.blocks.append(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], window, rel_grid))
+            rel_size = ((window, window) if window else self.grid_of(rel_img)) if use_rel_pos else None
+            self.blocks.append(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], window, rel_grid, rel_size))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()
 

@@ -28,9 +28,14 @@ class SdAEViT(VisionTransformer):
         final_norm: 'none' (no final LayerNorm, as mmseg MAE / ViTDet), 'last' (norm the last output only) or 'all'
             (the shared final norm on every output).
         frozen_stages: -1 trains everything; 0 freezes the embeddings; k > 0 also freezes blocks 0 .. k-1.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH, branch='student'|'teacher'|None)``, or None (random init).
-        Other arguments: see :class:`backbones.vit.VisionTransformer` (window attention, relative position bias,
-        activation checkpointing, drop path).
+        freeze_pos_embed: keep the (loaded) position table fixed, as CAE's detection backbone does with its sin-cos
+            table (``requires_grad=False``: no gradient, no optimiser group).
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH, branch='student'|'teacher'|None, key=None|'model'|
+            'state_dict')``, or None (random init). ``key`` picks the entry of a file holding both ``model`` and
+            ``state_dict`` (such a file is an error otherwise).
+        Other arguments: see :class:`backbones.vit.VisionTransformer` (window attention, BEiT relative position bias
+        ``use_rel_pos_bias``, ViTDet decomposed relative positions ``use_rel_pos`` / ``rel_pos_img_size``, activation
+        checkpointing, drop path).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
@@ -38,10 +43,12 @@ class SdAEViT(VisionTransformer):
                  qkv_bias: bool = True, drop_path_rate: float = 0.1, out_indices: Sequence[int] = (3, 5, 7, 11),
                  final_norm: str = 'none', with_cls_token: bool = True, window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (), use_rel_pos_bias: bool = False, with_cp: bool = False,
-                 frozen_stages: int = -1, init_cfg: dict | None = None):
+                 use_rel_pos: bool = False, rel_pos_img_size: int | Sequence[int] | None = None,
+                 frozen_stages: int = -1, freeze_pos_embed: bool = False, init_cfg: dict | None = None):
         super().__init__(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
                          drop_path_rate, pos_embed='learned', with_cls_token=with_cls_token, window_size=window_size,
-                         global_attn_indexes=global_attn_indexes, use_rel_pos_bias=use_rel_pos_bias, with_cp=with_cp)
+                         global_attn_indexes=global_attn_indexes, use_rel_pos_bias=use_rel_pos_bias, with_cp=with_cp,
+                         use_rel_pos=use_rel_pos, rel_pos_img_size=rel_pos_img_size)
         if final_norm not in ('none', 'last', 'all'):
             raise ValueError(f"final_norm must be 'none', 'last' or 'all', got {final_norm!r}")
         out_indices = [i + depth if i < 0 else i for i in out_indices]
@@ -54,6 +61,7 @@ class SdAEViT(VisionTransformer):
         if final_norm == 'none':
             self.norm = None  # no unused parameters (DDP would complain); the loader drops a checkpoint's norm.*
         self.frozen_stages = frozen_stages
+        self.freeze_pos_embed = freeze_pos_embed
         self.init_cfg = init_cfg
         self.is_init = False
         self._resize_logged = False
@@ -75,6 +83,8 @@ class SdAEViT(VisionTransformer):
         return [self.patch_embed, *self.blocks[: self.frozen_stages]]
 
     def _freeze(self) -> None:
+        if self.freeze_pos_embed:
+            self.pos_embed.requires_grad = False
         if self.frozen_stages >= 0:
             for p in (self.pos_embed, self.cls_token):
                 if p is not None:
@@ -99,7 +109,7 @@ class SdAEViT(VisionTransformer):
         if cfg.get('type') not in (None, 'Pretrained'):
             raise ValueError(f"SdAEViT init_cfg type must be 'Pretrained' (or no init_cfg), got {cfg.get('type')!r}")
         if cfg.get('checkpoint'):
-            load_pretrained(self, cfg['checkpoint'], branch=cfg.get('branch'))
+            load_pretrained(self, cfg['checkpoint'], branch=cfg.get('branch'), key=cfg.get('key'))
         else:
             print_log('SdAEViT: no pretrained checkpoint given (init_cfg.checkpoint is None): the backbone starts from '
                       'random weights. Pass --pretrained CKPT to fine-tune a pretrained model.', logger='current',
@@ -107,9 +117,11 @@ class SdAEViT(VisionTransformer):
         self.is_init = True
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names exempt from weight decay besides norms and biases (timm's convention)."""
+        """Parameter names exempt from weight decay besides norms and biases under timm's convention
+        (``LayerDecayConstructor`` with ``decay_rule='timm'``): position tables and the cls token."""
         names = {'pos_embed', 'cls_token'}
-        return names | {n for n, _ in self.named_parameters() if n.endswith('rel_pos.table')}
+        return names | {n for n, _ in self.named_parameters() if n.endswith(('rel_pos.table', '.rel_pos_h',
+                                                                              '.rel_pos_w'))}
 
     # ---- forward ---------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -2,6 +2,17 @@
 # (pretrain/configs/*_demo.py: 192-d, 6 blocks, 3 heads, 8 px patches, 8x8 grid at 64 px): 128 px crops (16x16 grid),
 # narrower heads, stride-8 maps rescaled by 2, 1, 0.5, 0.25: about a minute on 2 CPU cores.
 #   tools/dist_train.sh seg_configs/sdae_upernet_demo.py 1 --pretrained work_dirs/<pretrain>/backbone.pth
+# SOURCE: sdae_upernet.py (mmseg configs/mae UperNet; its header lists the recipe's own deviations). Everything not
+# listed below is inherited unchanged (architecture, relative position bias, mmseg's weight-decay rule, layer decay 0.65).
+#
+# Deviations from sdae_upernet.py                           | reason
+# ----------------------------------------------------------+-------------------------------------------------------------
+# demo ViT: 192-d, 6 blocks, 3 heads, 8 px patches, blocks   | the demo pretraining arch (pretrain/configs/*_demo.py);
+#   [1, 2, 3, 5]; rescales 2/1/0.5/0.25                      | stride-8 maps -> strides 4-32
+# UPerHead 128 ch, auxiliary head 64 ch                      | about a minute on 2 CPU cores
+# data/demo/ade (8 classes), 128 px crops, slide 128 / 85    | embedded demo data (tools/make_demo_data.py)
+# 60 iterations, warmup 10 from 0.01, lr 3e-4, batch 4, fp32 | demo length; CPU has no AMP
+# no total-batch check (custom_hooks = [])                   | a demo runs on any number of processes
 _base_ = ['./sdae_upernet.py']
 
 data_root = 'data/demo/ade/'
@@ -47,3 +58,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=10, end=max_iters, by_epoch=False),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=20, max_keep_ckpts=1))
+custom_hooks = []

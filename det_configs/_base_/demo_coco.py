@@ -13,7 +13,8 @@ demo_image_size = (160, 160)
 demo_embed_dim = 192
 demo_vit = dict(img_size=160, patch_size=8, embed_dim=demo_embed_dim, depth=6, num_heads=3, drop_path_rate=0.1,
                 out_indices=[1, 2, 3, 5])  # the [3, 5, 7, 11] of 12 blocks, for 6
-demo_vitdet = dict(demo_vit, out_indices=[5], window_size=10, global_attn_indexes=[2, 5])  # 20x20 grid: 2x2 windows
+# 20x20 grid: 2x2 windows; global blocks' decomposed rel-pos tables sized for that grid (39 x head_dim)
+demo_vitdet = dict(demo_vit, out_indices=[5], window_size=10, global_attn_indexes=[2, 5], rel_pos_img_size=160)
 demo_rescales = [2, 1, 0.5, 0.25]
 demo_neck_channels = 128
 
@@ -68,3 +69,4 @@ demo_param_scheduler = [
 demo_default_hooks = dict(logger=dict(interval=10, log_metric_by_epoch=False),
                           checkpoint=dict(by_epoch=False, interval=25, max_keep_ckpts=1))  # resumable after a kill
 demo_log_processor = dict(by_epoch=False)
+demo_custom_hooks = []  # no recipe total batch to enforce: a demo runs on any number of processes
