@@ -77,10 +77,36 @@ def test_what_we_register_is_found(registries):
     assert ours['mmdet.HOOKS'] == ours['mmseg.HOOKS'] == ['SdAERecipeBatchHook']
 
 
+# Deliberate replacements (backbones/run_safety.py): every config that names mmengine's CheckpointHook or OptimWrapper
+# -- ours, mmdet's and mmseg's default runtimes, a user's -- gets crash-safe rotation and the non-finite gradient guard.
+# Each replacement is a subclass of the class it replaces, so every option configured for the original still works.
+DELIBERATE = {'CheckpointHook': ('mmengine.hooks', 'CrashSafeCheckpointHook'),
+              'OptimWrapper': ('mmengine.optim', 'FiniteGradOptimWrapper')}
+
+
 def test_no_installed_name_is_replaced_or_shadowed(registries):
-    assert registries['replaced'] == {}, 'we re-register (force=True) names the installed toolboxes own'
+    replaced = {k: [n for n in v if n not in DELIBERATE] for k, v in registries['replaced'].items()}
+    assert {k: v for k, v in replaced.items() if v} == {}, \
+        'we re-register (force=True) names the installed toolboxes own'
     # Feature2Pyramid is mmseg's own class, registered in mmdet too: the same object, so not a clash
-    assert registries['foreign'] == [], 'a name of ours is taken by another class in an installed registry'
+    foreign = [f for f in registries['foreign'] if f.rsplit(': ', 1)[1] not in DELIBERATE]
+    assert foreign == [], 'a name of ours is taken by another class in an installed registry'
+
+
+def test_deliberate_replacements_extend_the_classes_they_replace():
+    import importlib
+
+    from mmengine.registry import HOOKS, OPTIM_WRAPPERS
+
+    import backbones  # noqa: F401
+    from backbones import run_safety
+
+    for name, (module, ours) in DELIBERATE.items():
+        registry = HOOKS if name == 'CheckpointHook' else OPTIM_WRAPPERS
+        original = getattr(importlib.import_module(module), name)
+        replacement = registry.get(name)
+        assert replacement is getattr(run_safety, ours) and issubclass(replacement, original) \
+            and replacement is not original
 
 
 def test_no_name_taken_by_openmmlab_projects(registries):
