@@ -30,6 +30,8 @@ custom_hooks = [
     dict(type='RNGStateHook'),
     dict(type='PretrainMetaHook'),
     dict(type='SkippedImagesHook'),
+    # k-NN top-1 and linear-seg mIoU of the student every 2 epochs (and after the last), on small held-out subsets.
+    dict(type='ProbeHook', interval=2),
 ]
 train_dataloader = dict(
     batch_size=64, num_workers=1, pin_memory=False,
