@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_pretrain_run import losses, status, write_cfg  # noqa: E402  (importing it registers the test hooks)
 
 from backbones.checkpoint_io import safe_torch_load
-from test_pretrain_run import losses, status, write_cfg  # noqa: E402  (importing it registers the test hooks)
 from tools.diagnose_targets import main as diagnose_main
 from tools.pretrain import main as pretrain_main
 

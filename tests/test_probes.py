@@ -28,7 +28,8 @@ TINY_ARCH = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
 def _knn_fixture():
     # Test point (1, 0). Neighbours by cosine: a (1.0, class 0), b and c (0.6 each, class 1), d (-1.0, class 0).
-    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]]) * torch.tensor([[2.0], [1.0], [3.0], [1.0]])
+    # Lengths differ on purpose: only the direction counts.
+    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]]) * torch.tensor([[2.0], [1], [3], [1]])
     labels = torch.tensor([0, 1, 1, 0])
     return train, labels, torch.tensor([[5.0, 0.0]])
 
@@ -153,7 +154,8 @@ def test_probe_checkpoint_writes_json_caches_features_and_is_deterministic(probe
         probe_checkpoint(str(ckpt), data, tmp_path / 'out', seeds=(0,))
     cache = tmp_path / 'cache'
     files = probe_checkpoint(str(ckpt), data, tmp_path / 'out', seeds=(0, 1), arch=TINY_ARCH, cache_dir=cache)
-    assert sorted(f.name for f in files) == sorted(f'{p}_seed{s}.json' for p in ('knn', 'linear', 'seg') for s in (0, 1))
+    expected = sorted(f'{p}_seed{s}.json' for p in ('knn', 'linear', 'seg') for s in (0, 1))
+    assert sorted(f.name for f in files) == expected
     res = {f.name: json.loads(f.read_text()) for f in files}
     assert res['knn_seed0.json']['format'] == 'sdae-suite/probe-result'
     assert 0 <= res['knn_seed0.json']['metrics']['top1'] <= 100 and 'mIoU' in res['seg_seed1.json']['metrics']
