@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    'checkpoint): img_size=..,patch_size=..,embed_dim=..,depth=..,num_heads=..')
     p.add_argument('--img-size', type=int, help='classification input size (default: the pretraining size)')
     p.add_argument('--seg-size', type=int, help='segmentation input size (default: twice the pretraining size)')
+    p.add_argument('--max-train-per-class', type=int, default=150,
+                   help='first N images of each class in the k-NN bank / linear training set (0: all; default 150)')
+    p.add_argument('--max-test-per-class', type=int, default=50,
+                   help='first N held-out images of each class (0: all; default 50)')
     p.add_argument('--out', required=True, metavar='DIR')
     p.add_argument('--cache', metavar='DIR', help='feature cache (default OUT/.feature_cache)')
     return p.parse_args(argv)
@@ -72,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if arch is None and args.random and not args.checkpoints and not args.name:
         print('probe: error: --random alone needs --arch', file=sys.stderr)
         return 2
-    settings = ProbeSettings(img_size=args.img_size, seg_size=args.seg_size, seg_num_classes=args.seg_classes)
+    settings = ProbeSettings(img_size=args.img_size, seg_size=args.seg_size, seg_num_classes=args.seg_classes,
+                             max_train_per_class=args.max_train_per_class or None,
+                             max_test_per_class=args.max_test_per_class or None)
     data = ProbeData(cls_root, args.cls_val, seg_root, settings)
     cache = args.cache or str(Path(args.out) / '.feature_cache')
     t0 = time.perf_counter()

@@ -18,15 +18,16 @@ from tools.pretrain import main as pretrain_main
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    """Class folders (2 classes x 8 images; also the pretraining data) and an ADE-format set (4 + 2 images)."""
+    """Class folders (2 classes x 8 images; also the pretraining data) and an ADE-format set (4 + 2 images), in the
+    demo layout (<root>/pretrain/train/<class>, <root>/ade)."""
     root = tmp_path_factory.mktemp('hook_data')
     rng = np.random.default_rng(0)
     for c in range(2):
-        (root / 'cls' / f'class{c}').mkdir(parents=True)
+        (root / 'pretrain' / 'train' / f'class{c}').mkdir(parents=True)
         for i in range(8):
             img = rng.integers(0, 100, (40 + i, 44, 3))
             img[..., c] += 150
-            Image.fromarray(img.astype(np.uint8)).save(root / 'cls' / f'class{c}' / f'{i}.png')
+            Image.fromarray(img.astype(np.uint8)).save(root / 'pretrain' / 'train' / f'class{c}' / f'{i}.png')
     for split, n in (('training', 4), ('validation', 2)):
         (root / 'ade' / 'images' / split).mkdir(parents=True)
         (root / 'ade' / 'annotations' / split).mkdir(parents=True)
@@ -37,12 +38,14 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
             img[lab == 2] = 200
             Image.fromarray(img).save(root / 'ade' / 'images' / split / f'{i}.jpg')
             Image.fromarray(lab).save(root / 'ade' / 'annotations' / split / f'{i}.png')
-    return root / 'cls', root / 'ade'
+    return root / 'pretrain' / 'train', root / 'ade'
 
 
-def hooks(data: tuple[Path, Path], interrupt: int | None = None) -> str:
-    probe = (f"dict(type='ProbeHook', interval=2, cls_data='{data[0]}', seg_data='{data[1]}', max_train_per_class=5, "
-             f"max_test_per_class=3, seg_max_train=4, seg_max_val=2, seg_epochs=3)")
+def hooks(data: tuple[Path, Path] | None, interrupt: int | None = None) -> str:
+    """data None: the hook finds its data itself (the training data_root, and the demo layout's ade next to it)."""
+    where = f"cls_data='{data[0]}', seg_data='{data[1]}', " if data else ''
+    probe = (f"dict(type='ProbeHook', interval=2, {where}max_train_per_class=5, max_test_per_class=3, "
+             f"seg_max_train=4, seg_max_val=2, seg_epochs=3)")
     extra = [probe, "dict(type='RecordLossTestHook')"]
     if interrupt:
         extra.append(f"dict(type='InterruptAfterEpochTestHook', epoch={interrupt})")
@@ -56,10 +59,12 @@ def probe_lines(work_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, data) -> tuple[Path, Path]:
-    """The same 4-epoch SdAE run twice: uninterrupted, and killed after epoch 2 then resumed."""
+    """The same 4-epoch SdAE run twice: uninterrupted (probe data found from the training data_root), and killed
+    after epoch 2 then resumed (probe data given explicitly)."""
     tmp = tmp_path_factory.mktemp('probe_runs')
+    cfg_a = write_cfg(tmp / 'tiny_a.py', data[0], epochs=4, extra_hooks=hooks(None))
     cfg = write_cfg(tmp / 'tiny.py', data[0], epochs=4, extra_hooks=hooks(data))
-    assert pretrain_main([cfg, '--work-dir', str(tmp / 'a'), '--cfg-options', 'experiment_name=probe_a']) == 0
+    assert pretrain_main([cfg_a, '--work-dir', str(tmp / 'a'), '--cfg-options', 'experiment_name=probe_a']) == 0
     cfg_kill = write_cfg(tmp / 'tiny_kill.py', data[0], epochs=4, extra_hooks=hooks(data, interrupt=2))
     assert pretrain_main([cfg_kill, '--work-dir', str(tmp / 'b'), '--cfg-options', 'experiment_name=probe_b1']) == 1
     assert pretrain_main([cfg, '--work-dir', str(tmp / 'b'), '--resume', '--cfg-options',
@@ -78,6 +83,8 @@ def test_probe_hook_schedule_meta_and_scalars(runs):
     assert [r['epoch'] for r in lines] == [2, 4]
     assert [r['probe/knn_top1'] for r in lines] == [h['knn_top1'] for h in hist]
     assert all(0 < r['probe/overhead_pct'] < 100 for r in lines)
+    settings = safe_torch_load(str(a / 'epoch_4.pth'))['meta']['probes']['settings']
+    assert settings['seg_data'].endswith('ade') and settings['cls_data'].endswith('train')  # found from data_root
 
 
 def test_probe_hook_survives_resume_without_duplicates(runs):
