@@ -14,6 +14,8 @@
 # | precision       | bf16 / fp16 autocast                 | fp32 (amp off)                         | CPU                     |
 # | loader, logging | 10 workers, pinned; log every 50,    | 1 worker, unpinned; log every 10,      | one worker keeps up     |
 # |                 | 3 checkpoints kept                   | 1 checkpoint kept                      | (~50 ms/batch), 2 cores |
+# The probes during pretraining (ProbeHook every 2 epochs) come with the SdAE demo's custom_hooks, at the same cost
+# (about 5 % of the run, see its header); an MAE step costs less than an SdAE step, so the share is a little higher.
 #   tools/pretrain.sh pretrain/configs/mae_vit-tiny-p8_demo.py 1
 _base_ = ['./sdae_vit-tiny-p8_demo.py']
 model = dict(objective='mae', norm_pix_loss=True)
