@@ -7,6 +7,7 @@ checkpoints: ``meta['sdae']['arch']``) or, for layouts without one, from the cal
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -90,7 +91,14 @@ def encode(model: VisionTransformer, images: torch.Tensor, batch_size: int = 64,
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's content (the checkpoint part of a cache key: a file rewritten in place is recomputed)."""
+    """sha256 of a file's content (the checkpoint part of a cache key: a file rewritten in place is recomputed).
+    Hashed once per (path, size, mtime) in a process: a ViT-B checkpoint is 350 MB."""
+    st = os.stat(path)
+    return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
