@@ -19,9 +19,11 @@
 # |                 | 3 checkpoints kept                   | 1 checkpoint kept                      | (~50 ms/batch), 2 cores |
 # Probes during pretraining (ProbeHook, pretrain/probe_hook.py): after epochs 2, 4 and 6, k-NN top-1 on 240 / 90 pool
 # images and linear-seg mIoU on 32 / 16 ADE-demo images. Cost, measured 2026-12-03 on 2 CPU cores shared with other
-# jobs (load 6-8, so absolute times are 10-30x the unloaded ones; the ratio is what carries over): one probe point
-# 14-54 s against 9-19 s per training step, data read once 4 s -> about 3 x 51 + 4 s against 222 steps of 14.5 s,
-# 4.7 % of the run (2 % in the least loaded round); the hook logs its own share (probe/overhead_pct) each time.
+# jobs, so times are noisy; what carries over is a probe point in training steps. Load ~2: a probe point 2.4 s (MAE
+# demo run, data read once 1.0 s) against 0.5 s per step -> 3 points + read = 16 steps of the 222: 6.9 % of the run;
+# in a second measurement 12.4 s per point (5.7 s k-NN features, 2.7 s seg features, 4.0 s seg head) against 6.5 s per
+# SdAE step and 4.4 s per MAE step -> 2.7 % (SdAE) / 3.9 % (MAE). Load 6-8: 4.7 %. The hook logs its own share of the
+# run (probe/overhead_pct) at each point.
 #   tools/pretrain.sh pretrain/configs/sdae_vit-tiny-p8_demo.py 1
 _base_ = ['./sdae_vit-base-p16_300e_in1k.py']
 img_size = 64
