@@ -23,6 +23,7 @@ from torch import nn
 from backbones.vit import Block, VisionTransformer, resize_pos_embed, sincos_pos_embed_2d
 
 from .masking import MaskPlan, plan_masks
+from .monitors import effective_rank, mean_cosine_to_mean
 
 OBJECTIVES = ('sdae', 'mae')
 TEACHER_VIEWS = ('folds', 'full')
@@ -266,8 +267,12 @@ class MaskedPretrainer(BaseModel):
             return dict(loss=((pred.float() - target) ** 2).mean())
         target = self.teacher_targets(imgs, plan)
         # Logged, not optimised: the spread of the targets across tokens (per channel); a collapse drives it to 0.
-        target_std = target.flatten(0, 1).std(dim=0).mean()
-        return dict(loss=cosine_loss(pred, target, plan.fold_sizes, self.cos_dim), target_std=target_std)
+        flat = target.flatten(0, 1)  # [B * M, D]
+        target_std = flat.std(dim=0).mean()
+        # Partial-collapse monitors (pretrain/monitors.py): effective rank of the targets and their mean cosine to the
+        # batch mean (the shared direction).
+        return dict(loss=cosine_loss(pred, target, plan.fold_sizes, self.cos_dim), target_std=target_std,
+                    target_erank=effective_rank(flat), target_mean_cos=mean_cosine_to_mean(flat))
 
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
         """mode 'loss': the training loss dict; 'tensor': the student encoder's normalised tokens [B, 1 + L, D]."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from report.probes import find_probe_results
 from report.published import PUBLISHED
 from report.runs import METRICS, STATES, TASKS, Run, find_run_dirs, read_run
 from report.visuals import find_visuals
@@ -345,8 +346,13 @@ def make_report(args: argparse.Namespace) -> dict[str, Any]:
         raise ReportError('no RUN_DIR given (pass run dirs, folders holding them, or --name NAME=RUN_DIR)', 2)
 
     runs, warnings = collect(inputs, args.stale_after_min * 60)
+    # Frozen-feature probe results (tools/probe.py) under the same inputs; a folder of them alone is no missing run.
+    probe_results, probe_notes, probe_inputs = find_probe_results([p for _, p in inputs])
+    runs = [r for r in runs if not (r.state == 'missing' and str(r.path) in probe_inputs)]
+    warnings = [w for w in warnings if not any(w.startswith(f'{p}: no run dir found') for p in probe_inputs)]
+    warnings += probe_notes
     readable = [r for r in runs if r.kind is not None]
-    if not readable:
+    if not readable and not probe_results:
         problems = [n for r in runs for n in r.notes] + warnings
         raise ReportError('no run could be read from ' + ', '.join(p for _, p in inputs) +
                           ('\n  ' + '\n  '.join(problems) if problems else ''), 1)
@@ -373,7 +379,7 @@ def make_report(args: argparse.Namespace) -> dict[str, Any]:
     return {'visuals': visuals, 'title': args.title, 'generated': datetime.now(UTC).isoformat(timespec='seconds'),
             'inputs': [{'name': n, 'path': p} for n, p in inputs], 'rows': rows, 'runs': runs, 'tasks': tasks,
             'recipes': recipes, 'baseline': base.name if base else None, 'warnings': warnings,
-            'pretrain_runs': [r for r in runs if r.kind == 'pretrain']}
+            'pretrain_runs': [r for r in runs if r.kind == 'pretrain'], 'probe_results': probe_results}
 
 
 def generate(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+from report.probes import probe_plots, probe_table, probes_json  # noqa: E402
 from report.runs import CURVE_METRIC, METRIC_BY_NAME, METRICS, TASK_TITLES, Run, is_finite_number  # noqa: E402
 from report.visuals import copy_visuals, visuals_html, visuals_markdown  # noqa: E402
 
@@ -170,7 +171,7 @@ def results_json(report, plots: list[dict]) -> dict[str, Any]:
                   'cells': {t: _cell_json(c) for t, c in r.cells.items()},
                   'pretraining_runs': [_rel(p.path) for p in r.pretrain_runs]} for r in report['rows']],
         'runs': [_run_json(r, row_of) for r in report['runs']],
-        'warnings': report['warnings'], 'plots': plots,
+        'warnings': report['warnings'], 'plots': plots, 'probes': probes_json(report),
     }
 
 
@@ -295,6 +296,7 @@ def make_plots(report, plot_dir: Path) -> list[dict]:
         ax.legend(fontsize=7)
         _save(fig, plot_dir / 'pretrain_loss.png')
         plots.append({'file': 'plots/pretrain_loss.png', 'title': 'Pretraining loss curves'})
+    plots += probe_plots(report, plot_dir, _save, _rel)
     return plots
 
 
@@ -319,6 +321,8 @@ def tables(report) -> list[tuple[str, list[str], list[list[str]], list[str], lis
     recipes = '; '.join(f'{t}: {", ".join(report["recipes"].get(t) or ["-"])}' for t in tasks)
     notes = [f'Recipes: {recipes}.', _legend(report)] if tasks else ['No detection or segmentation run found.']
     out.append(('Results', header, body, notes, states))
+    if (probe := probe_table(report)) is not None:  # frozen-feature probes, right beside the fine-tuning results
+        out.append(probe)
 
     for task in tasks:
         ms = [m for m in METRICS if m.task == task]
