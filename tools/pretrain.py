@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = Runner.from_cfg(cfg)
         runner.train()
+        if info['launcher'] != 'none' and torch.distributed.is_initialized():
+            # No rank tears the process group down while another still writes its last checkpoint: a gloo group
+            # destroyed under a peer's feet aborted a rank once in CI ("terminate called without an active exception").
+            torch.distributed.barrier()
     except BaseException as e:  # the status file must say 'failed' whatever stopped the run
         msg = _explain(e, cfg.work_dir)
         status.update(status='failed', ended=_now(), error=msg)
