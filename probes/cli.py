@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='first N images of each class in the k-NN bank / linear training set (0: all; default 150)')
     p.add_argument('--max-test-per-class', type=int, default=50,
                    help='first N held-out images of each class (0: all; default 50)')
+    p.add_argument('--max-seg-train', type=int, default=0,
+                   help='first N segmentation training images (0: all, the default)')
+    p.add_argument('--max-seg-val', type=int, default=0,
+                   help='first N segmentation validation images (0: all, the default)')
     p.add_argument('--out', required=True, metavar='DIR')
     p.add_argument('--cache', metavar='DIR', help='feature cache (default OUT/.feature_cache)')
     return p.parse_args(argv)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = ProbeSettings(img_size=args.img_size, seg_size=args.seg_size, seg_num_classes=args.seg_classes,
                              max_train_per_class=args.max_train_per_class or None,
-                             max_test_per_class=args.max_test_per_class or None)
+                             max_test_per_class=args.max_test_per_class or None,
+                             seg_max_train=args.max_seg_train or None, seg_max_val=args.max_seg_val or None)
     data = ProbeData(cls_root, args.cls_val, seg_root, settings)
     cache = args.cache or str(Path(args.out) / '.feature_cache')
     t0 = time.perf_counter()

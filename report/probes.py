@@ -62,7 +62,8 @@ def _row_names(report) -> dict[str, str]:
 
 
 def aggregate(report) -> list[dict[str, Any]]:
-    """One entry per checkpoint: {'name', 'checkpoint', 'cells': {label: (mean, std | None, n)}, 'seeds'}."""
+    """One entry per checkpoint: {'name', 'checkpoint', 'cells': {label: (mean, std | None, n)}, 'per_seed': {label:
+    [value per seed, in seed order]}, 'seeds'}."""
     names = _row_names(report)
     groups: dict[str, dict] = {}
     for r in report.get('probe_results', []):
@@ -76,11 +77,11 @@ def aggregate(report) -> list[dict[str, Any]]:
                 g['values'].setdefault(label, {})[r.get('seed')] = float(v)  # a rerun of a seed replaces it
     out = []
     for g in groups.values():
-        cells = {}
+        cells, per_seed = {}, {}
         for label, by_seed in g['values'].items():
-            vals = list(by_seed.values())
+            vals = per_seed[label] = [by_seed[s] for s in sorted(by_seed, key=lambda s: (s is None, s or 0))]
             cells[label] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
-        out.append({'name': g['name'], 'checkpoint': g['checkpoint'], 'cells': cells,
+        out.append({'name': g['name'], 'checkpoint': g['checkpoint'], 'cells': cells, 'per_seed': per_seed,
                     'seeds': sorted(s for s in g['seeds'] if s is not None)})
     return out
 

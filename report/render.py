@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from report.probes import probe_plots, probe_table, probes_json  # noqa: E402
 from report.runs import CURVE_METRIC, METRIC_BY_NAME, METRICS, TASK_TITLES, Run, is_finite_number  # noqa: E402
+from report.verdict import RULE, report_verdict  # noqa: E402
 from report.visuals import copy_visuals, visuals_html, visuals_markdown  # noqa: E402
 
 MAIN = [m for m in METRICS if m.main]
@@ -158,10 +159,22 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _verdict(report) -> dict[str, Any]:
+    """The ranking and verdict (report.verdict), computed once per report: every output shows the same."""
+    if 'verdict' not in report:
+        report['verdict'] = report_verdict(report)
+    return report['verdict']
+
+
 def results_json(report, plots: list[dict]) -> dict[str, Any]:
     row_of = _row_of(report)
+    v = _verdict(report)
     return {
         'format': 'sdae-suite/benchmark-report', 'version': 1, 'title': report['title'],
+        'ranking': {m['metric']: m['ranking'] for m in v['metrics']},
+        'verdict': {'baseline': v['baseline'], 'rule': RULE, 'summary_line': v['summary_line'],
+                    'summary': v['summary'], 'pairs': {m['metric']: m['pairs'] for m in v['metrics']},
+                    'lines': v['lines']},
         'generated': report['generated'], 'inputs': report['inputs'], 'baseline': report['baseline'],
         'tasks': report['tasks'], 'recipes': report['recipes'],
         'metrics': [{'name': m.name, 'key': m.key, 'label': m.label, 'task': m.task, 'main': m.main,
@@ -386,8 +399,21 @@ def _md_escape(text: str) -> str:
     return text.replace('|', '\\|').replace('\n', ' ')
 
 
+def verdict_markdown(report) -> list[str]:
+    """The report's opening section: the inits ranked on every metric, each pair's verdict, the summary."""
+    v = _verdict(report)
+    if not v['metrics']:
+        return []
+    lines = ['## Ranking and verdict', '']
+    for m in v['metrics']:
+        lines += [f'**{m["metric"]}**: {m["line"]}'] + [f'- {p["line"]}' for p in m['pairs']] + ['']
+    if v['summary_line']:
+        lines += [f'**{v["summary_line"]}**', '']
+    return lines + [RULE, '']
+
+
 def markdown(report, plots: list[dict]) -> str:
-    lines = [f'# {report["title"]}', '', f'Generated {report["generated"]} from '
+    lines = [f'# {report["title"]}', '', *verdict_markdown(report), f'Generated {report["generated"]} from '
              f'{", ".join(_rel(i["path"]) or "" for i in report["inputs"])}.', '']
     if report['warnings']:
         lines += ['## Warnings', ''] + [f'- {_md_escape(w)}' for w in report['warnings']] + ['']
@@ -425,6 +451,20 @@ def _path_class(cell: str) -> str:
     return ' class="path"' if '/' in cell or os.sep in cell else ''
 
 
+def verdict_html(report) -> list[str]:
+    v = _verdict(report)
+    if not v['metrics']:
+        return []
+    parts = ['<section class="verdict"><h2>Ranking and verdict</h2>']
+    for m in v['metrics']:
+        parts.append(f'<p><b>{_sup(m["metric"])}</b>: {_sup(m["line"])}</p><ul>'
+                     + ''.join(f'<li>{_sup(p["line"])}</li>' for p in m['pairs']) + '</ul>')
+    if v['summary_line']:
+        parts.append(f'<p class="summary"><b>{_sup(v["summary_line"])}</b></p>')
+    parts.append(f'<p class="note">{html.escape(RULE)}</p></section>')
+    return parts
+
+
 def html_report(report, plots: list[dict], out: Path) -> str:
     e = html.escape
     parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
@@ -432,7 +472,7 @@ def html_report(report, plots: list[dict], out: Path) -> str:
              '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
              'style-src \'unsafe-inline\'">',
              f'<title>{e(report["title"])}</title><style>{CSS}</style></head><body>',
-             f'<h1>{e(report["title"])}</h1>',
+             f'<h1>{e(report["title"])}</h1>', *verdict_html(report),
              f'<p>Generated {e(report["generated"])} from <code>'
              f'{e(", ".join(_rel(i["path"]) or "" for i in report["inputs"]))}</code>.</p>']
     if report['warnings']:

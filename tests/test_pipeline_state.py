@@ -128,7 +128,54 @@ def test_every_stage_key_depends_on_the_budget(monkeypatch, tmp_path):
         monkeypatch.setenv('SDAE_DEMO_BUDGET', budget)
         stages = rb.build_stages(args, rb.PRESETS['demo'], tmp_path / 'work')
         keys[budget] = {s.name: rb.recipe_key(s.recipe()) for s in stages}
-    assert len(keys['tiny']) == 20 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
+    assert len(keys['tiny']) == 21 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
+
+
+def test_probe_stage_probes_both_backbones_and_random_init_over_three_seeds(monkeypatch, tmp_path):
+    """After the exports and before fine-tuning: tools/probe.py on the two exported student backbones and random init,
+    k-NN / linear / linear-seg over the preset's 3 probe seeds; its result files are its outputs and the report's
+    inputs, and the report reads the probes folder."""
+    monkeypatch.setenv('SDAE_DEMO_BUDGET', '')
+    args = argparse.Namespace(gpus=1, data_root=tmp_path / 'data', imagenet=None, coco=None, ade=None)
+    work = tmp_path / 'work'
+    stages = rb.build_stages(args, rb.PRESETS['demo'], work)
+    names = [s.name for s in stages]
+    assert names.index('export-mae') < names.index('probes') < names.index('det-sdae-seed0')
+    probe = stages[names.index('probes')]
+    sdae, mae = work / 'pretrain_sdae' / 'backbone_student.pth', work / 'pretrain_mae' / 'backbone_student.pth'
+    assert probe.cmd == [PY, 'tools/probe.py', f'--name=sdae={sdae}', f'--name=mae={mae}', '--random',
+                         '--data', str(tmp_path / 'data'), '--probes', 'knn', 'linear', 'seg', '--seeds', '0', '1', '2',
+                         '--out', str(work / 'probes')]
+    assert probe.inputs == [str(tmp_path / 'data' / 'meta.json'), str(sdae), str(mae)]
+    assert len(probe.outputs) == 3 * 3 * 3 and str(work / 'probes' / 'random_init' / 'seg_seed2.json') in probe.outputs
+    assert probe.est_s == rb.PRESETS['demo'].est['probe']
+    report = stages[-1]
+    assert report.name == 'report' and str(work / 'probes') in report.cmd
+    assert report.cmd.index(str(work / 'probes')) < report.cmd.index('--out')
+    assert set(probe.outputs) <= set(report.inputs)
+
+    # tiny budget: a few images per class; only the pretrained inits asked for: no --random
+    monkeypatch.setenv('SDAE_DEMO_BUDGET', 'tiny')
+    preset = rb.replace(rb.PRESETS['demo-long'], inits=('sdae', 'mae'), probe_seeds=(4, 5))
+    probe = next(s for s in rb.build_stages(args, preset, work) if s.name == 'probes')
+    assert '--random' not in probe.cmd and probe.budget == 'tiny'
+    assert probe.cmd[probe.cmd.index('--seeds') + 1:][:2] == ['4', '5']
+    assert probe.cmd[probe.cmd.index('--max-train-per-class') + 1] == '8'
+    assert not any('random_init' in o for o in probe.outputs)
+
+
+def test_full_preset_probes_imagenet_and_ade_with_caps(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv('SDAE_DEMO_BUDGET', '')
+    args = argparse.Namespace(gpus=8, data_root=tmp_path / 'data', imagenet=tmp_path / 'in1k', coco=tmp_path / 'coco',
+                              ade=tmp_path / 'ade')
+    probe = next(s for s in rb.build_stages(args, rb.PRESETS['full'], tmp_path / 'w') if s.name == 'probes')
+    cmd = ' '.join(probe.cmd)
+    assert f'--cls-data {tmp_path / "in1k"} --seg-data {tmp_path / "ade"} --seg-classes 150' in cmd
+    assert '--max-seg-train 1000' in cmd and '--data ' not in cmd
+    # Random init alone: no checkpoint to take the architecture from, so no probe stage, and the pipeline says so.
+    stages = rb.build_stages(args, rb.replace(rb.PRESETS['demo'], inits=('random',)), tmp_path / 'w')
+    assert 'probes' not in [s.name for s in stages] and 'no probe stage' in capsys.readouterr().out
+    assert str(tmp_path / 'w' / 'probes') not in stages[-1].cmd
 
 
 def test_config_digest_follows_base_files(tmp_path):

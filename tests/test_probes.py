@@ -173,6 +173,43 @@ def test_probe_checkpoint_writes_json_caches_features_and_is_deterministic(probe
     assert len(list(cache.glob('*.pt'))) == 4
 
 
+def test_pipeline_probe_stage_writes_its_outputs_and_random_init_takes_the_backbones_arch(probe_data, tmp_path,
+                                                                                          monkeypatch):
+    """The probe stage of tools/run_benchmark.py, its command run as is (tiny budget): it writes exactly the files it
+    declares as outputs, and random init is built with the architecture the exported backbones record."""
+    import argparse
+
+    from probes.cli import main as probe_main
+    from tools import run_benchmark as rb
+
+    arch = dict(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2)
+    data = tmp_path / 'data'  # the demo layout: DIR/pretrain/train (class folders) and DIR/ade
+    (data / 'pretrain').mkdir(parents=True)
+    (data / 'pretrain' / 'train').symlink_to(probe_data[0])
+    (data / 'ade').symlink_to(probe_data[1])
+    work = tmp_path / 'work'
+    backbones = {}
+    for seed, method in enumerate(('sdae', 'mae')):
+        backbones[method] = work / f'pretrain_{method}' / 'backbone_student.pth'
+        backbones[method].parent.mkdir(parents=True)
+        torch.manual_seed(seed)
+        torch.save({'meta': {'format': 'sdae-suite/backbone', 'version': 1, 'method': method, 'epoch': 2,
+                             'branch': 'student', 'arch': arch}, 'state_dict': VisionTransformer(**arch).state_dict()},
+                   backbones[method])
+    monkeypatch.setenv('SDAE_DEMO_BUDGET', 'tiny')
+    args = argparse.Namespace(gpus=1, data_root=data, imagenet=None, coco=None, ade=None)
+    stage = rb.probe_stage(args, rb.PRESETS['demo'], work, backbones, 'tiny', [])
+    assert stage.cmd[:2] == [rb.PY, 'tools/probe.py']
+    assert probe_main(stage.cmd[2:]) == 0
+    written = sorted(str(p) for p in (work / 'probes').rglob('*_seed*.json'))
+    assert written == sorted(stage.outputs)
+    res = json.loads((work / 'probes' / 'random_init' / 'linear_seed2.json').read_text())
+    assert res['name'] == 'random init' and res['checkpoint'] is None and res['arch'] == arch
+    assert res['data']['train'] == 3 * 8 and res['data']['test'] == 3 * 2  # capped: 8 per class, 2 held out of 10
+    sdae = json.loads((work / 'probes' / 'sdae' / 'seg_seed0.json').read_text())
+    assert sdae['checkpoint'] == str(backbones['sdae']) and sdae['checkpoint_meta']['method'] == 'sdae'
+
+
 # ---------------------------------------------------------------- target monitors
 
 def test_effective_rank_known_values():

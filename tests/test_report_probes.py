@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from test_report import DET, backbone_meta, coco_metrics, make_run
+from test_report import DET, SEG, backbone_meta, coco_metrics, make_run
 
 from tools import benchmark_report
 
@@ -74,3 +74,93 @@ def test_probe_results_alone_make_a_report(tmp_path, capsys):
     assert benchmark_report.main([str(tmp_path / 'probes'), '--out', str(out)]) == 0
     assert 'no run dir found' not in capsys.readouterr().err
     assert '| random init | — | 33.00 | — | 0 |' in (out / 'report.md').read_text()
+
+
+def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
+    """Probe results and fine-tuning runs of three inits: report.md, report.html and results.json start with the inits
+    ranked on each metric, the pairwise verdicts and the summary, one row per init across probes and fine-tuning."""
+    root = tmp_path / 'work'
+    ckpts = {}
+    for method in ('sdae', 'mae'):
+        ckpts[method] = tmp_path / 'ckpts' / f'{method}.pth'
+        ckpts[method].parent.mkdir(exist_ok=True)
+        ckpts[method].write_bytes(b'x')
+    box = {'sdae': [0.30, 0.32], 'mae': [0.20, 0.31], 'random init': [0.10, 0.12]}  # fractions, as CocoMetric
+    miou = {'sdae': [40.0], 'random init': [20.0]}
+    for init, path in (('sdae', ckpts['sdae']), ('mae', ckpts['mae']), ('random init', None)):
+        meta = backbone_meta(init, epoch=6) if path else None
+        ckpt = str(path) if path else None
+        for seed, ap in enumerate(box[init]):
+            make_run(root / 'finetune' / f'det_{init[:6]}_seed{seed}', 'det', DET, ckpt=ckpt, meta=meta,
+                     metrics=coco_metrics(ap, ap / 2))
+        for seed, v in enumerate(miou.get(init, [])):
+            make_run(root / 'finetune' / f'seg_{init[:6]}_seed{seed}', 'seg', SEG, ckpt=ckpt, meta=meta,
+                     metrics={'aAcc': 80.0, 'mIoU': v, 'mAcc': 50.0})
+    knn = {'sdae': [60.0, 61.0, 62.0], 'mae': [20.5, 22.5, 30.0], 'random init': [20.0, 21.0, 22.0]}
+    lin = {'sdae': [50.0, 50.0, 50.0], 'mae': [50.0, 50.0, 50.0], 'random init': [30.0, 31.0, 32.0]}
+    seg = {'sdae': [20.0, 21.0, 22.0], 'mae': [12.0, 13.0, 14.0], 'random init': [10.0, 11.0, 12.0]}
+    for init in knn:  # probe rows named as tools/run_benchmark.py names them (--name sdae=..., random init)
+        ckpt = str(ckpts[init]) if init in ckpts else None
+        for seed in range(3):
+            probe_result(root / 'probes', init, ckpt, 'knn', seed, {'top1': knn[init][seed]})
+            probe_result(root / 'probes', init, ckpt, 'linear', seed, {'top1': lin[init][seed]})
+            probe_result(root / 'probes', init, ckpt, 'seg', seed, {'mIoU': seg[init][seed]})
+
+    out = tmp_path / 'report'
+    assert benchmark_report.main([str(root / 'finetune'), str(root / 'probes'), '--baseline', 'random',
+                                  '--out', str(out)]) == 0
+    capsys.readouterr()
+    sd, mu = 'sdae 6ep student', 'mae 6ep student'  # the fine-tuning rows' names, taken by the probe rows too
+    lines = (out / 'report.md').read_text().splitlines()
+    assert lines[:21] == [
+        '# Transfer benchmark report', '', '## Ranking and verdict', '',
+        f'**k-NN top-1**: 1. {sd} 61.00 ± 1.00 (n=3), 2. {mu} 24.33 ± 5.01 (n=3), 3. random init 21.00 ± 1.00 (n=3)',
+        f'- {sd} beats {mu} beyond the seed spread (min 60.00 > max 30.00)',
+        f'- {sd} beats random init beyond the seed spread (min 60.00 > max 22.00)',
+        f'- {mu} vs random init: tie (seed ranges overlap: 20.50–30.00 and 20.00–22.00)', '',
+        # equal means keep the inits' order of appearance (probe result folders, sorted)
+        f'**linear top-1**: 1. {mu} 50.00 ± 0.00 (n=3), 2. {sd} 50.00 ± 0.00 (n=3), 3. random init 31.00 ± 1.00 (n=3)',
+        f'- {mu} vs {sd}: tie (seed ranges overlap: 50.00–50.00 and 50.00–50.00)',
+        f'- {mu} beats random init beyond the seed spread (min 50.00 > max 32.00)',
+        f'- {sd} beats random init beyond the seed spread (min 50.00 > max 32.00)', '',
+        f'**linear-seg mIoU**: 1. {sd} 21.00 ± 1.00 (n=3), 2. {mu} 13.00 ± 1.00 (n=3), 3. random init 11.00 ± 1.00 '
+        f'(n=3)',
+        f'- {sd} beats {mu} beyond the seed spread (min 20.00 > max 14.00)',
+        f'- {sd} beats random init beyond the seed spread (min 20.00 > max 12.00)',
+        f'- {mu} vs random init: tie (seed ranges overlap: 12.00–14.00 and 10.00–12.00)', '',
+        f'**COCO AP^box**: 1. {sd} 31.00 ± 1.41 (n=2), 2. {mu} 25.50 ± 7.78 (n=2), 3. random init 11.00 ± 1.41 (n=2)',
+        f'- {sd} vs {mu}: tie (seed ranges overlap: 30.00–32.00 and 20.00–31.00)']
+    assert lines[21:27] == [
+        f'- {sd} beats random init beyond the seed spread (min 30.00 > max 12.00)',
+        f'- {mu} beats random init beyond the seed spread (min 20.00 > max 12.00)', '',
+        f'**ADE mIoU**: 1. {sd} 40.00 (n=1), 2. random init 20.00 (n=1)',
+        f'- one seed only: {sd} above random init by 20.00, spread unknown', '']
+    summary = (f'Verdict: random init is beaten beyond the seed spread on k-NN top-1, linear top-1, linear-seg mIoU '
+               f'and COCO AP^box — k-NN top-1: {mu} no (tie), {sd} yes; linear top-1: {mu} yes, {sd} yes; linear-seg '
+               f'mIoU: {mu} no (tie), {sd} yes; COCO AP^box: {mu} yes, {sd} yes; ADE mIoU: {sd} no (one seed only, '
+               f'spread unknown).')
+    assert lines[27] == f'**{summary}**'
+    # The probe table has one row per init, under the fine-tuning rows' names.
+    table = '\n'.join(lines).split('## Frozen-feature probes')[1].split('\n## ')[0]
+    assert sorted(r.split(' | ')[0] for r in table.splitlines() if r.startswith('| ') and '---' not in r)[1:] == [
+        f'| {mu}', '| random init', f'| {sd}']
+
+    res = json.loads((out / 'results.json').read_text())
+    assert list(res['ranking']) == ['k-NN top-1', 'linear top-1', 'linear-seg mIoU', 'COCO AP^box', 'ADE mIoU']
+    assert [(r['init'], r['n'], r['values']) for r in res['ranking']['ADE mIoU']] == [
+        (sd, 1, [40.0]), ('random init', 1, [20.0])]
+    assert res['ranking']['k-NN top-1'][2] == {'init': 'random init', 'mean': 21.0, 'std': 1.0, 'n': 3, 'min': 20.0,
+                                               'max': 22.0, 'values': [20.0, 21.0, 22.0]}
+    v = res['verdict']
+    assert v['baseline'] == 'random init' and v['summary_line'] == summary
+    assert v['summary'][mu] == {'k-NN top-1': 'no (tie)', 'linear top-1': 'yes', 'linear-seg mIoU': 'no (tie)',
+                                'COCO AP^box': 'yes'}
+    assert [(p['a'], p['b'], p['outcome'], p['winner']) for p in v['pairs']['ADE mIoU']] == [
+        (sd, 'random init', 'one seed', None)]
+
+    page = (out / 'report.html').read_text()
+    body = page.split('<body>')[1]
+    assert body.startswith('\n<h1>Transfer benchmark report</h1>\n'
+                           '<section class="verdict"><h2>Ranking and verdict</h2>')
+    assert body.index('Verdict: random init is beaten') < body.index('<h2>Results</h2>')
+    assert '<b>COCO AP<sup>box</sup></b>' in body

@@ -1,5 +1,5 @@
-"""The whole benchmark as one resumable pipeline: data -> pretrain SdAE & MAE -> export -> fine-tune det & seg from each
-init (SdAE, MAE, random) -> test -> report.
+"""The whole benchmark as one resumable pipeline: data -> pretrain SdAE & MAE -> export -> frozen-feature probes (k-NN,
+linear, linear-seg) of each init -> fine-tune det & seg from each init (SdAE, MAE, random) -> test -> report.
 
     python tools/run_benchmark.py --preset demo                      # what `make demo` runs (embedded data, CPU)
     python tools/run_benchmark.py --preset demo-long                 # longer embedded budget, 2 seeds
@@ -95,6 +95,7 @@ class Preset:
     seg: str
     inits: tuple[str, ...] = ('sdae', 'mae', 'random')
     seeds: tuple[int, ...] = (0,)
+    probe_seeds: tuple[int, ...] = (0, 1, 2)  # a win needs >= 2 seeds a side; the probes are cheap enough for 3
     demo_data: bool = True
     est: dict[str, float] = field(default_factory=dict)  # stage kind -> seconds
     pretrain_opts: tuple[str, ...] = ()
@@ -105,9 +106,11 @@ class Preset:
 DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p8_demo.py',
                  'mae': 'pretrain/configs/mae_vit-tiny-p8_demo.py'}
 PRESETS: dict[str, Preset] = {
+    # 'probe': a guess, not measured as a stage yet: 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE
+    # images, and 3 x 3 linear / linear-seg heads (tools/probe.py's per-seed times in the README, on an idle machine)
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py',
-                   est={'data': 40, 'pretrain': 180, 'export': 10, 'det': 130, 'det_test': 30, 'seg': 70,
+                   est={'data': 40, 'pretrain': 180, 'export': 10, 'probe': 300, 'det': 130, 'det_test': 30, 'seg': 70,
                         'seg_test': 20, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                         seg='seg_configs/sdae_upernet_demo.py', seeds=(0, 1),
@@ -116,20 +119,28 @@ PRESETS: dict[str, Preset] = {
                         det_opts=('train_cfg.max_iters=600', 'train_cfg.val_interval=200', 'param_scheduler.1.end=600',
                                   'param_scheduler.1.milestones=[480]'),
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
-                        # measured 2026-11-26 on 2 CPU cores (1 h 42 min in all)
-                        est={'data': 40, 'pretrain': 560, 'export': 6, 'det': 630, 'det_test': 17, 'seg': 170,
-                             'seg_test': 11, 'report': 5, 'visualize': 25}),
+                        # measured 2026-11-26 on 2 CPU cores (1 h 42 min in all); 'probe': a guess, not yet measured
+                        est={'data': 40, 'pretrain': 560, 'export': 6, 'probe': 300, 'det': 630, 'det_test': 17,
+                             'seg': 170, 'seg_test': 11, 'report': 5, 'visualize': 25}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',
                              'mae': 'pretrain/configs/mae_vit-base-p16_300e_in1k.py'},
                    det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py', demo_data=False,
-                   est={'data': 0, 'pretrain': 3 * 86400, 'export': 60, 'det': 86400, 'det_test': 1800,
+                   est={'data': 0, 'pretrain': 3 * 86400, 'export': 60, 'probe': 7200, 'det': 86400, 'det_test': 1800,
                         'seg': 86400, 'seg_test': 1800, 'report': 60, 'visualize': 300}),
 }
 # CI smoke run (SDAE_DEMO_BUDGET=tiny): a few images and iterations per stage, same code paths.
 TINY = {'data': ('--num-pretrain', '128', '--num-train', '8', '--num-val', '4'),
         'pretrain': ('train_cfg.max_epochs=2',),
         'det': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2'),
-        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2')}
+        'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2'),
+        'probe': ('--max-train-per-class', '8', '--max-test-per-class', '4', '--max-seg-train', '8',
+                  '--max-seg-val', '4')}
+# Real data: the probes run on CPU with every image and feature in memory. ImageNet has 1,000 classes and ADE 20k
+# training images at 448 px (~50 GB of patch features for ViT-B): these caps keep it to a few GB.
+FULL_PROBE_CAPS = ('--max-train-per-class', '50', '--max-test-per-class', '10', '--max-seg-train', '1000',
+                   '--max-seg-val', '500')
+PROBES = ('knn', 'linear', 'seg')
+RANDOM_PROBE_DIR = 'random_init'  # probes.suite's folder for its 'random init' row (not imported: it loads torch)
 
 
 def fmt(seconds: float) -> str:
@@ -168,6 +179,8 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
                                                  str(backbones[method]), '--branch', 'student'], est['export'],
                             budget=budget, inputs=[f'{LAST}{wd}'], outputs=[str(backbones[method])]))
+    probe = probe_stage(args, preset, work, backbones, budget, data_meta)
+    stages += [probe] if probe else []
     results: list[str] = []  # every test result: the report's inputs
     coco = args.data_root / 'coco' if preset.demo_data else args.coco
     ade = args.data_root / 'ade' if preset.demo_data else args.ade
@@ -191,12 +204,41 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
     visuals = visual_stages(args, preset, work, backbones, results, budget)
     stages += visuals
     stages.append(Stage('report', [PY, 'tools/benchmark_report.py', str(work / 'pretrain_sdae'),
-                                   str(work / 'pretrain_mae'), str(work / 'finetune'), '--baseline', 'random',
+                                   str(work / 'pretrain_mae'), str(work / 'finetune'),
+                                   *([str(work / 'probes')] if probe else []), '--baseline', 'random',
                                    '--visuals', str(work / 'visuals'),
                                    '--out', str(work / 'report'), *(['--published'] if not preset.demo_data else [])],
-                        est['report'], budget=budget, inputs=[*results, *(o for s in visuals for o in s.outputs)],
+                        est['report'], budget=budget,
+                        inputs=[*results, *(probe.outputs if probe else []), *(o for s in visuals for o in s.outputs)],
                         outputs=[str(work / 'report' / 'results.json')]))
     return stages
+
+
+def probe_stage(args: argparse.Namespace, preset: Preset, work: Path, backbones: dict[str, Path], budget: str,
+                data_meta: list[str]) -> Stage | None:
+    """Frozen-feature probes (k-NN, linear, linear-seg) of the exported encoders and of random init, for every probe
+    seed: `<work>/probes/<init>/<probe>_seed<seed>.json`, features cached in `<work>/probes/.feature_cache`. The
+    report ranks the inits on these beside fine-tuning."""
+    if not backbones:
+        print('[benchmark] no probe stage: random init alone has no pretrained checkpoint to take its architecture '
+              'from (tools/probe.py --random builds the one of the first checkpoint)', flush=True)
+        return None
+    out = work / 'probes'
+    if preset.demo_data:
+        data = ['--data', str(args.data_root)]
+    else:
+        # ADE20K's 150 classes: its labels in a capped subset may not reach the largest one.
+        data = ['--cls-data', str(args.imagenet), '--seg-data', str(args.ade), '--seg-classes', '150',
+                *FULL_PROBE_CAPS]
+    names = [f'--name={method}={path}' for method, path in backbones.items()]
+    random = 'random' in preset.inits
+    seeds = [str(s) for s in preset.probe_seeds]
+    rows = [*backbones, *([RANDOM_PROBE_DIR] if random else [])]
+    return Stage('probes', [PY, 'tools/probe.py', *names, *(['--random'] if random else []), *data,
+                            '--probes', *PROBES, '--seeds', *seeds, *(TINY['probe'] if budget == 'tiny' else ()),
+                            '--out', str(out)],
+                 preset.est.get('probe', 60), budget=budget, inputs=[*data_meta, *map(str, backbones.values())],
+                 outputs=[str(out / row / f'{p}_seed{s}.json') for row in rows for p in PROBES for s in seeds])
 
 
 def visual_stages(args: argparse.Namespace, preset: Preset, work: Path, backbones: dict[str, Path],
@@ -378,11 +420,13 @@ def main() -> int:
     parser.add_argument('--ade', type=Path, help='full preset: ADEChallengeData2016 root')
     parser.add_argument('--inits', nargs='+', choices=['sdae', 'mae', 'random'], help='default: all three')
     parser.add_argument('--seeds', nargs='+', type=int, help="fine-tuning seeds (default: the preset's)")
+    parser.add_argument('--probe-seeds', nargs='+', type=int, help="frozen-feature probe seeds (default: the preset's)")
     parser.add_argument('--dry-run', action='store_true',
                         help='print the stages (finished, changed or to run) and exit')
     args = parser.parse_args()
     preset = replace(PRESETS[args.preset], inits=tuple(args.inits or PRESETS[args.preset].inits),
-                     seeds=tuple(args.seeds or PRESETS[args.preset].seeds))
+                     seeds=tuple(args.seeds or PRESETS[args.preset].seeds),
+                     probe_seeds=tuple(args.probe_seeds or PRESETS[args.preset].probe_seeds))
     if not preset.demo_data:
         missing = [n for n in ('imagenet', 'coco', 'ade') if getattr(args, n) is None]
         if missing:
