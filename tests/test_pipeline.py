@@ -81,6 +81,22 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
     assert 'random init (baseline)' in md and 'sdae 2ep student' in md
     assert all((report / name).is_file() for name in ('results.json', 'results.csv', 'plots/pretrain_loss.png'))
 
+    # Frozen-feature probes of the exported encoder and of random init (its architecture), 3 seeds each; the report
+    # opens with the inits ranked on them and on fine-tuning, and the verdict.
+    probes = work / 'probes'
+    assert sorted(p.relative_to(probes).as_posix() for p in probes.glob('*/*_seed*.json')) == sorted(
+        f'{row}/{p}_seed{s}.json' for row in ('random_init', 'sdae') for p in ('knn', 'linear', 'seg')
+        for s in range(3))
+    rnd = json.loads((probes / 'random_init' / 'knn_seed1.json').read_text())
+    assert rnd['arch'] == json.loads((probes / 'sdae' / 'knn_seed1.json').read_text())['arch']
+    assert md.splitlines()[2] == '## Ranking and verdict'
+    assert md.index('**k-NN top-1**: 1. ') < md.index('**Verdict: ') < md.index('## Results')
+    res = json.loads((report / 'results.json').read_text())
+    assert sorted((r['init'], r['n']) for r in res['ranking']['linear-seg mIoU']) == [
+        ('random init', 3), ('sdae 2ep student', 3)]
+    assert [(r['init'], r['n']) for r in res['ranking']['COCO AP^box']][-1][1] == 1
+    assert res['verdict']['baseline'] == 'random init' and res['verdict']['summary_line'].startswith('Verdict: ')
+
     # Pictures: the encoders' attention / PCA maps and the fine-tunes' predictions side by side, embedded in the html.
     features = json.loads((work / 'visuals' / 'features' / 'visuals.json').read_text())
     assert [r['name'] for r in features['rows']] == ['sdae 2ep student', 'random init']
