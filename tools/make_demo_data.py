@@ -3,8 +3,9 @@
     python tools/make_demo_data.py --out data/demo --seed 0
 
 Layout (all images are procedural scenes from demodata/scenes.py, one generator for the three sets):
-    pretrain/train/<folder>/<name>.jpg                  unlabeled pool, 128x128, ImageNet-style folders (the folder is
-                                                        the class of the largest object, handy for a linear probe)
+    pretrain/train/<folder>/<name>.jpg                  unlabeled pool, 128x128, object-centric (one large object near
+                                                        the centre + 1-4 others), ImageNet-style folders (the folder is
+                                                        the class of the largest visible object: the probes' labels)
     coco/{train,val}/*.jpg, coco/annotations/instances_{train,val}.json
                                                         instance segmentation, categories 1..6 = CLASSES, exact polygons
     ade/images/{training,validation}/*.jpg, ade/annotations/{training,validation}/*.png
@@ -35,7 +36,7 @@ import pycocotools.mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without PYTHONPATH
 from demodata.scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene  # noqa: E402
 
-VERSION = 1  # bump when the generator's output changes, so existing sets are regenerated
+VERSION = 2  # bump when the generator's output changes, so existing sets are regenerated
 JPEG_QUALITY = 90
 PRETRAIN_SIZE = 128
 SCENE_SIZE = (224, 288)  # COCO / ADE images: height and width drawn independently from this range
@@ -60,7 +61,7 @@ def make_pretrain_image(task: tuple[Path, int, int]) -> str:
     """Render pool image `index` into <root>/<folder>/; returns its path relative to root."""
     root, seed, index = task
     rng = np.random.default_rng([seed, SPLITS['pretrain'], index])
-    scene = render_scene(rng, PRETRAIN_SIZE, PRETRAIN_SIZE, int(rng.integers(2, 7)))
+    scene = render_scene(rng, PRETRAIN_SIZE, PRETRAIN_SIZE, int(rng.integers(2, 6)), focus=True)
     areas = [m.sum() for _, m in scene.objects]
     folder = CLASSES[scene.objects[int(np.argmax(areas))][0] - 1]
     rel = f'{folder}/{folder}_{index:05d}.jpg'
@@ -73,7 +74,7 @@ def make_coco_image(task: tuple[Path, int, str, int]) -> tuple[dict, list[dict]]
     """Render COCO image `index`; returns its image record and annotations (ids filled in by the caller)."""
     root, seed, split, index = task
     rng, h, w = _scene_rng(seed, f'coco_{split}', index)
-    scene = render_scene(rng, h, w, int(rng.integers(3, 9)))
+    scene = render_scene(rng, h, w, int(rng.integers(4, 10)))
     name = f'{split}_{index:06d}.jpg'
     _write_jpeg(root / split / name, scene.image)
     min_area = MIN_VISIBLE_AREA * h * w / 256**2
@@ -95,7 +96,7 @@ def make_ade_image(task: tuple[Path, int, str, int]) -> tuple[str, np.ndarray]:
     """Render ADE image `index`; returns its stem and per-id pixel counts [9]."""
     root, seed, split, index = task
     rng, h, w = _scene_rng(seed, f'ade_{split}', index)
-    scene = render_scene(rng, h, w, int(rng.integers(3, 9)))
+    scene = render_scene(rng, h, w, int(rng.integers(4, 10)))
     stem = f'ADE_{"train" if split == "training" else "val"}_{index:08d}'
     _write_jpeg(root / 'images' / split / f'{stem}.jpg', scene.image)
     if not cv2.imwrite(str(root / 'annotations' / split / f'{stem}.png'), scene.semantic):
