@@ -106,11 +106,11 @@ class Preset:
 DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p8_demo.py',
                  'mae': 'pretrain/configs/mae_vit-tiny-p8_demo.py'}
 PRESETS: dict[str, Preset] = {
-    # 'probe': a guess, not measured as a stage yet: 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE
-    # images, and 3 x 3 linear / linear-seg heads (tools/probe.py's per-seed times in the README, on an idle machine)
+    # 'probe': 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE images and 3 x 3 linear / linear-seg
+    # heads took 57 s in `make demo` on 2 idle cores (2026-12-03)
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py',
-                   est={'data': 40, 'pretrain': 180, 'export': 10, 'probe': 300, 'det': 130, 'det_test': 30, 'seg': 70,
+                   est={'data': 40, 'pretrain': 180, 'export': 10, 'probe': 60, 'det': 130, 'det_test': 30, 'seg': 70,
                         'seg_test': 20, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                         seg='seg_configs/sdae_upernet_demo.py', seeds=(0, 1),
