@@ -72,16 +72,18 @@ class EMATeacherHook(Hook):
         names_s = [n for n, _ in model.encoder.named_parameters()]
         assert names_t == names_s, 'teacher and student encoder must have the same parameters in the same order'
 
-    def _update(self, runner) -> None:
+    def _update(self, runner) -> float | None:
+        """One EMA step; -> the momentum used, or None when the model has no teacher (objective mae)."""
         model = unwrap(runner.model)
         if getattr(model, 'teacher', None) is None:
-            return
+            return None
         if self.momentum_by_epoch:
             m = cosine_momentum(runner.epoch, runner.max_epochs, self.momentum, self.end_momentum)
         else:
             m = cosine_momentum(runner.iter, runner.max_iters, self.momentum, self.end_momentum)
         ema_update(model.teacher, model.encoder, m)
         runner.message_hub.update_scalar('train/ema_momentum', m)
+        return m
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         # With gradient accumulation the student only changes on optimizer steps; follow it only then.
@@ -89,10 +91,8 @@ class EMATeacherHook(Hook):
             self._update(runner)
 
     def after_train_epoch(self, runner) -> None:
-        if self.by_epoch:
-            self._update(runner)
-            runner.logger.info(f'EMA teacher updated at the end of epoch {runner.epoch + 1} with momentum '
-                               f'{runner.message_hub.get_scalar("train/ema_momentum").current():.5f}')
+        if self.by_epoch and (m := self._update(runner)) is not None:
+            runner.logger.info(f'EMA teacher updated at the end of epoch {runner.epoch + 1} with momentum {m:.5f}')
 
 
 def _rng_state() -> dict:

@@ -295,3 +295,26 @@ def test_ema_hook_refuses_iteration_momentum_with_epoch_updates():
 
     with pytest.raises(ValueError, match='momentum_by_epoch must be True or None'):
         EMATeacherHook(by_epoch=True, momentum_by_epoch=False)
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_ema_hook_is_a_no_op_for_mae(by_epoch):
+    """MAE configs inherit the SdAE hooks (the official MAE ViT-B and the MAE demo): the hook must not fail on a model
+    without a teacher, at the end of an epoch either (it once asked the message hub for a momentum never logged)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from pretrain.hooks import EMATeacherHook
+
+    model = tiny_model(objective='mae')
+    assert getattr(model, 'teacher', None) is None
+    hub = MessageHub.get_instance(f'test_ema_mae_{by_epoch}')
+    runner = SimpleNamespace(model=model, epoch=0, max_epochs=2, iter=3, max_iters=8,
+                             optim_wrapper=_FakeOptimWrapper(True), message_hub=hub,
+                             logger=MMLogger.get_instance('test_ema_mae'))
+    hook = EMATeacherHook(by_epoch=by_epoch)
+    hook.before_train(runner)
+    hook.after_train_iter(runner, 0)
+    hook.after_train_epoch(runner)
+    assert 'train/ema_momentum' not in hub.log_scalars
