@@ -9,7 +9,7 @@ neighbours' colours and stuff is told from objects by the kind of texture. Pool 
 object-centric: one large unoccluded object near the centre, as in an ImageNet photo.
 
 Version 2 (2026-12-03) made the patterns coarse enough to survive the resize to what the demo models see: in version 1
-the texture period was 3-6 px at 128 px, under one pixel-pair at the 64 px pretraining size, and a texture-energy
+the texture period was 3-6 px at 128 px, 1.5-3 px at the 64 px the models see, and a texture-energy
 k-NN (demodata/separability.py) told the pool's classes apart no better than chance (16.1 %, chance 16.7 %); now the
 period is 6.5-11.5 % of the image side and the same measurement gives about 60 %.
 
@@ -49,9 +49,9 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
 
 
 # Colours are muted: hue and saturation say nothing about a class, and at full saturation they dominate what a
-# 2-minute pretraining and a random init encode alike. Measured 2026-12-03 (MAE demo recipe, 6 epochs, seed 0, against
-# random init seeds 0/1): full saturation, k-NN 18.7 vs 19.3-22.3; saturation x 0.15, k-NN 24.3 vs 18.3-21.3 and
-# linear 33.7 vs 25.0-30.0.
+# 2-minute pretraining and a random init encode alike. Measured 2026-12-03 with the MAE demo recipe (6 epochs) against
+# random init (seeds 0, 1), tools/probe.py k-NN top-1: full saturation 18.0 vs 17.3-19.7; full saturation with
+# black / white pattern colours 18.7 vs 19.3-22.3; saturation x 0.15 (here) 24.3 vs 18.3-21.3, linear 33.7 vs 25.0-30.0.
 SATURATION_SCALE = 0.15
 
 
