@@ -10,7 +10,7 @@
 #   [1, 2, 3, 5], 160 px grid; adapter rescales 2/1/0.5/0.25 | stride-8 maps -> strides 4-32
 # neck / heads 128 ch, fc 256, 128 RoIs, 300/100 proposals   | ~2 min on 2 CPU cores
 # data/demo/coco (6 shape classes), 160 px, resize 0.8-1.25  | embedded demo data (tools/make_demo_data.py)
-# 100 iterations, warmup 10, step at 80, lr 3e-4, fp32       | demo length; CPU has no AMP
+#  80 iterations, warmup 10, step at 64, lr 3e-4, fp32       | demo length; CPU has no AMP
 # score_thr 0 (top 20 per image kept)                        | COCO AP defined even for a barely trained model
 # no total-batch check (custom_hooks = [])                   | a demo runs on any number of processes
 _base_ = ['./sdae_maskrcnn.py', './_base_/demo_coco.py']

@@ -11,7 +11,7 @@
 # pyramid rescales 2/1/0.5/0.25 of the stride-8 map, 128 ch  | stride-8 maps -> strides 4-32; ~2 min on 2 CPU cores
 # heads 128 ch, fc 256, 128 RoIs, 300/100 proposals          | ~2 min on 2 CPU cores
 # data/demo/coco, 160 px resize 0.8-1.25 + crop, no LSJ      | embedded demo data (tools/make_demo_data.py)
-# 100 iterations, warmup 10, step at 80, lr 3e-4, wd 0.05,   | demo length and the demo optimiser shared with the CAE demo;
+#  80 iterations, warmup 10, step at 64, lr 3e-4, wd 0.05,   | demo length and the demo optimiser shared with the CAE demo;
 #   layer decay 0.75, fp32                                   | CPU has no AMP
 # score_thr 0 (top 20 per image kept)                        | COCO AP defined even for a barely trained model
 # no total-batch check (custom_hooks = [])                   | a demo runs on any number of processes

@@ -103,13 +103,16 @@ class Preset:
     seg_opts: tuple[str, ...] = ()
 
 
+# mmengine's IterBasedTrainLoop validates at the last iteration whatever val_interval says; in the demo that is the very
+# evaluation the test stage makes next (~10 s per Mask R-CNN run on 2 cores). A val_begin past the end skips it.
+NO_TRAIN_VAL = ('train_cfg.val_begin=1000000000',)
 DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p8_demo.py',
                  'mae': 'pretrain/configs/mae_vit-tiny-p8_demo.py'}
 PRESETS: dict[str, Preset] = {
     # 'probe': 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE images and 3 x 3 linear / linear-seg
     # heads took 57 s in `make demo` on 2 idle cores (2026-12-03)
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
-                   seg='seg_configs/sdae_upernet_demo.py',
+                   seg='seg_configs/sdae_upernet_demo.py', det_opts=NO_TRAIN_VAL, seg_opts=NO_TRAIN_VAL,
                    est={'data': 40, 'pretrain': 180, 'export': 10, 'probe': 60, 'det': 130, 'det_test': 30, 'seg': 70,
                         'seg_test': 20, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
