@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -20,7 +21,8 @@ SCALARS = ('knn_top1', 'seg_mIoU')
 @HOOKS.register_module()
 class ProbeHook(Hook):
     """Runs the k-NN and linear-seg probes on the student encoder (eval mode, no grad, global RNG untouched) after
-    every ``interval``-th epoch and after the last one.
+    every ``interval``-th epoch and after the last one, in the main process only: the other ranks would compute the
+    same numbers (same weights, same data) for nothing, and only the main process writes checkpoints and logs.
 
     Results are logged as scalars (message hub ``probe/<name>`` and a line in scalars.json:
     ``{"probe/knn_top1", "probe/seg_mIoU", "probe/time_s", "epoch", "step"}``) and kept in every checkpoint as
@@ -76,6 +78,8 @@ class ProbeHook(Hook):
         return ProbeData(str(cls_data), self.cls_val, seg_data, self.settings)
 
     def before_train(self, runner) -> None:
+        if not is_main_process():
+            return
         self._t0 = time.perf_counter()
         t = time.perf_counter()
         self.data = self._resolve_data(runner)
@@ -92,6 +96,8 @@ class ProbeHook(Hook):
                            f'{time.perf_counter() - t:.1f} s')
 
     def after_train_epoch(self, runner) -> None:
+        if self.data is None:  # not the main process
+            return
         epoch = runner.epoch + 1
         if (epoch % self.interval and epoch != runner.max_epochs) or any(h['epoch'] == epoch for h in self.history):
             return

@@ -8,18 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from preflight.dataset import DROPPED, Findings, check_coco_file
-from tools import check_dataset, make_demo_data
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp('data') / 'demo'
-    assert make_demo_data.main(['--out', str(out), '--num-pretrain', '6', '--num-train', '4', '--num-val', '2',
-                                '--workers', '1']) == 0
-    return out
+from tools import check_dataset
 
 
 def _check(root: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:

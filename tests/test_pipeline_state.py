@@ -162,6 +162,28 @@ def test_probe_stage_probes_both_backbones_and_random_init_over_three_seeds(monk
     assert probe.cmd[probe.cmd.index('--seeds') + 1:][:2] == ['4', '5']
     assert probe.cmd[probe.cmd.index('--max-train-per-class') + 1] == '8'
     assert not any('random_init' in o for o in probe.outputs)
+    # ... and the report is told of no random-init baseline it could not find (it stopped with "not a row" before)
+    report = rb.build_stages(args, preset, work)[-1]
+    assert '--baseline' not in report.cmd
+    assert report.cmd[2:4] == [str(work / 'pretrain_sdae'), str(work / 'pretrain_mae')]
+    mae_only = rb.build_stages(args, rb.replace(rb.PRESETS['demo'], inits=('mae', 'random')), work)[-1].cmd
+    assert str(work / 'pretrain_sdae') not in mae_only and mae_only[mae_only.index('--baseline') + 1] == 'random'
+
+
+def test_demo_fine_tunes_leave_the_final_evaluation_to_the_test_stage(monkeypatch, tmp_path):
+    """mmengine's IterBasedTrainLoop validates at the last iteration whatever val_interval says: the demo's training
+    stages push val_begin past the end, the test stages evaluate; demo-long keeps its validation curve."""
+    monkeypatch.setenv('SDAE_DEMO_BUDGET', '')
+    args = argparse.Namespace(gpus=1, data_root=tmp_path / 'data', imagenet=None, coco=None, ade=None)
+    for preset, skipped in (('demo', True), ('demo-long', False)):
+        stages = rb.build_stages(args, rb.PRESETS[preset], tmp_path / preset)
+        train = [s for s in stages if s.name.startswith(('det-', 'seg-')) and not s.name.endswith('-test')]
+        assert len(train) == 3 * len(rb.PRESETS[preset].seeds) * 2
+        assert all(('train_cfg.val_begin=1000000000' in s.cmd) == skipped for s in train)
+    from mmengine.config import Config
+    for cfg in ('det_configs/sdae_maskrcnn_demo.py', 'seg_configs/sdae_upernet_demo.py'):
+        loop = Config.fromfile(str(rb.ROOT / cfg)).train_cfg
+        assert loop.max_iters < 1000000000 and loop.get('val_begin', 1) <= loop.max_iters  # the config alone validates
 
 
 def test_full_preset_probes_imagenet_and_ade_with_caps(monkeypatch, tmp_path, capsys):

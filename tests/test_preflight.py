@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tools import export_backbone as export_tool
-from tools import make_demo_data
 from tools import pretrain as pretrain_tool
 from tools import test as test_tool
 from tools import train as train_tool
@@ -23,15 +22,6 @@ DET = str(ROOT / 'det_configs/sdae_maskrcnn_demo.py')
 SEG = str(ROOT / 'seg_configs/sdae_upernet_demo.py')
 NO_WORKERS = [f'{s}.{k}={v}' for s in ('train_dataloader', 'val_dataloader', 'test_dataloader')
               for k, v in (('num_workers', 0), ('persistent_workers', False))]
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory) -> Path:
-    """<workspace>/data/demo: the demo configs read data/demo from the working directory."""
-    out = tmp_path_factory.mktemp('preflight') / 'data/demo'
-    assert make_demo_data.main(['--out', str(out), '--num-pretrain', '6', '--num-train', '4', '--num-val', '2',
-                                '--workers', '1']) == 0
-    return out
 
 
 def _roots(root: Path) -> list[str]:

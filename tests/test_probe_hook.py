@@ -99,6 +99,19 @@ def test_probe_hook_survives_resume_without_duplicates(runs):
     assert [r['epoch'] for r in probe_lines(b)] == [2, 4]  # across the two sessions' scalars.json
 
 
+def test_probe_hook_probes_in_the_main_process_only(monkeypatch, data):
+    """Under DDP only rank 0 probes (the others would compute the same numbers and only rank 0 writes checkpoints
+    and logs): elsewhere the hook reads no data and touches neither the runner nor the model."""
+    import pretrain.probe_hook as probe_hook
+    monkeypatch.setattr(probe_hook, 'is_main_process', lambda: False)
+    hook = probe_hook.ProbeHook(interval=1, cls_data=str(data[0]), seg_data=str(data[1]))
+    runner = object()  # any attribute the hook looked up would raise AttributeError
+    hook.before_train(runner)
+    hook.after_train_epoch(runner)
+    hook.after_train(runner)
+    assert hook.data is None and hook.history == [] and hook.probe_s == 0.0
+
+
 def test_target_monitors_are_logged(runs):
     a, _ = runs
     recs = [json.loads(x) for log in a.glob('*/vis_data/scalars.json') for x in log.read_text().splitlines()]

@@ -206,9 +206,11 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                 results.append(str(wd / 'test_results.json'))
     visuals = visual_stages(args, preset, work, backbones, results, budget)
     stages += visuals
-    stages.append(Stage('report', [PY, 'tools/benchmark_report.py', str(work / 'pretrain_sdae'),
-                                   str(work / 'pretrain_mae'), str(work / 'finetune'),
-                                   *([str(work / 'probes')] if probe else []), '--baseline', 'random',
+    # only what this run made: `--inits sdae mae` has no random-init row to take deltas against
+    stages.append(Stage('report', [PY, 'tools/benchmark_report.py',
+                                   *(str(work / f'pretrain_{method}') for method in backbones),
+                                   str(work / 'finetune'), *([str(work / 'probes')] if probe else []),
+                                   *(['--baseline', 'random'] if 'random' in preset.inits else []),
                                    '--visuals', str(work / 'visuals'),
                                    '--out', str(work / 'report'), *(['--published'] if not preset.demo_data else [])],
                         est['report'], budget=budget,
