@@ -41,10 +41,10 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY_BIN" -m venv "$VENV"
 fi
 PIP=(pip_quiet "$VENV/bin/python" -m pip --disable-pip-version-check)
-# pip byte-compiles each package serially as it installs it (about half of the 2 min 47 s a fresh .venv took on 2
-# cores); compileall below does the same ~13k modules on every core at once. The .pyc files must exist: with
-# PYTHONDONTWRITEBYTECODE set (as on the machines we measure on) Python never writes them, and every process of a pipeline
-# would recompile torch and the OpenMMLab stack on import (~20 s each, measured).
+# pip byte-compiles each package serially as it installs it (a fresh .venv took 2 min 47 s on 2 cores that way, 1 min
+# 39 s this way); compileall below does the same ~13k modules on every core at once. The .pyc files must exist: with
+# PYTHONDONTWRITEBYTECODE set (as on the machines we measure on) Python never writes them, and every process of a
+# pipeline would recompile torch and the OpenMMLab stack on import (~20 s more per process, measured).
 INSTALL=(install -q --no-compile)
 # pip repeats a warning per package for this machine's file:// extra indexes that lack it: noise, not news.
 pip_quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; }; }
