@@ -6,7 +6,8 @@
   and a ``last_checkpoint`` pointing at the deleted file. Here the order is: write new (atomic: temp file, fsync,
   rename) -> update ``last_checkpoint`` (atomic) -> only then delete the old ones. At the next start, leftover temp
   files are removed and a ``last_checkpoint`` that points at a missing or incomplete file falls back to the newest
-  complete checkpoint, with a warning. A model with non-finite weights is never written.
+  complete checkpoint, with a warning. ``save_best`` rotates in the same order (mmengine deletes the previous best
+  checkpoint first). A model with non-finite weights is never written.
 - :class:`FiniteGradOptimWrapper`, registered under mmengine's name ``OptimWrapper``: a step whose gradients hold NaN
   or inf is not applied; the run stops with :class:`NonFiniteGradientError` naming the parameters, so the weights (and
   the last checkpoint) stay finite. We stop rather than skip: one non-finite gradient in fp32 means the run has
@@ -126,6 +127,39 @@ class CrashSafeCheckpointHook(CheckpointHook):
             record.unlink()
             runner.logger.warning(f'{record} named {named}, which {problem}, and {out} holds no complete checkpoint: '
                                   f'removed it, so a resumed run starts from scratch')
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """``save_best`` with the same order as the rotation: mmengine deletes the previous best checkpoint before it
+        writes the new one, so a kill in between left no best checkpoint at all. Here mmengine sees no previous best
+        (it deletes nothing), writes the new one, and the previous one is deleted afterwards."""
+        if not self.save_best:
+            return
+        single = len(self.key_indicators) == 1
+        previous = {None: self.best_ckpt_path} if single else \
+            {k: self.best_ckpt_path_dict.get(k) for k in self.key_indicators}
+        if single:
+            self.best_ckpt_path = None
+        else:
+            self.best_ckpt_path_dict = dict.fromkeys(self.key_indicators)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            # A key whose score did not improve keeps its previous best; one that improved now names the new file.
+            current = {None: self.best_ckpt_path} if single else self.best_ckpt_path_dict
+            for key, old in previous.items():
+                if current[key] is None:
+                    current[key] = old
+            if single:
+                self.best_ckpt_path = current[None]
+        kept = set(current.values())
+        for old in previous.values():
+            if old is None or old in kept or not is_main_process():
+                continue
+            if self.file_backend.isfile(old):
+                self.file_backend.remove(old)
+            elif self.file_backend.isdir(old):  # deepspeed writes checkpoints as folders
+                self.file_backend.rmtree(old)
+            runner.logger.info(f'The previous best checkpoint {old} is removed (after the new one was written)')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         bad = _non_finite(list(runner.model.state_dict().items()))

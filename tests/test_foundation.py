@@ -162,3 +162,47 @@ def test_mmengine_saving_is_atomic(tmp_path):
 
     save_checkpoint(state, str(tmp_path / 'x.pth'))
     assert torch.equal(safe_torch_load(tmp_path / 'x.pth')['w'], torch.ones(2))
+
+
+class _BestRunner:
+    """What CheckpointHook._save_best_checkpoint touches of a runner; records the files present at each write."""
+
+    def __init__(self, work_dir: Path):
+        from mmengine.logging import MessageHub, MMLogger
+
+        self.work_dir, self.epoch, self.iter = str(work_dir), 0, 0
+        self.message_hub = MessageHub(f'best-{work_dir.name}')
+        self.logger = MMLogger.get_instance(f'best-{work_dir.name}')
+        self.present_at_write: dict[str, list[str]] = {}
+
+    def save_checkpoint(self, out_dir, filename, **kwargs):
+        self.present_at_write[filename] = sorted(p.name for p in Path(out_dir).glob('*.pth'))
+        atomic_torch_save({'iter': self.iter}, Path(out_dir) / filename)
+
+
+@pytest.mark.parametrize('save_best, rule', [('acc', 'greater'), (['acc', 'loss'], ['greater', 'less'])])
+def test_save_best_writes_the_new_best_before_deleting_the_old_one(tmp_path, save_best, rule):
+    from mmengine.fileio import get_file_backend
+
+    from backbones.run_safety import CrashSafeCheckpointHook
+
+    hook = CrashSafeCheckpointHook(interval=1, by_epoch=False, save_best=save_best, rule=rule)
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    runner = _BestRunner(tmp_path)
+    for it, acc, loss in ((2, 0.5, 1.0), (4, 0.4, 0.8), (6, 0.7, 0.9)):
+        runner.iter = it
+        hook._save_best_checkpoint(runner, {'acc': acc, 'loss': loss})
+    files = sorted(p.name for p in tmp_path.glob('*.pth'))
+    # The previous best was still on disk when the new best was written (mmengine deletes it first).
+    assert runner.present_at_write['best_acc_iter_6.pth'] == (
+        ['best_acc_iter_2.pth'] if save_best == 'acc' else ['best_acc_iter_2.pth', 'best_loss_iter_4.pth'])
+    if save_best == 'acc':
+        assert files == ['best_acc_iter_6.pth']  # iteration 4 did not improve: nothing written, nothing deleted
+        assert hook.best_ckpt_path == str(tmp_path / 'best_acc_iter_6.pth')
+        assert runner.message_hub.get_info('best_score') == 0.7
+    else:
+        # loss improved at iteration 4 only, acc at 2 and 6: each key keeps its own newest best.
+        assert files == ['best_acc_iter_6.pth', 'best_loss_iter_4.pth']
+        assert hook.best_ckpt_path_dict == {'acc': str(tmp_path / 'best_acc_iter_6.pth'),
+                                            'loss': str(tmp_path / 'best_loss_iter_4.pth')}
+        assert runner.present_at_write['best_loss_iter_4.pth'] == ['best_acc_iter_2.pth', 'best_loss_iter_2.pth']

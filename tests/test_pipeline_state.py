@@ -149,6 +149,13 @@ def test_probe_stage_probes_both_backbones_and_random_init_over_three_seeds(monk
     assert probe.inputs == [str(tmp_path / 'data' / 'meta.json'), str(sdae), str(mae)]
     assert len(probe.outputs) == 3 * 3 * 3 and str(work / 'probes' / 'random_init' / 'seg_seed2.json') in probe.outputs
     assert probe.est_s == rb.PRESETS['demo'].est['probe']
+    # SdAE's pretraining step costs more than MAE's: each has its own expected duration (the ETA); the full preset's
+    # one 'pretrain' value serves both.
+    est = {s.name: s.est_s for s in stages}
+    assert (est['pretrain-sdae'], est['pretrain-mae']) == (150, 100)
+    full = rb.build_stages(argparse.Namespace(gpus=8, data_root=None, imagenet=tmp_path / 'in1k', coco=tmp_path / 'c',
+                                              ade=tmp_path / 'a'), rb.PRESETS['full'], tmp_path / 'full')
+    assert {s.est_s for s in full if s.name.startswith('pretrain-')} == {rb.PRESETS['full'].est['pretrain']}
     report = stages[-1]
     assert report.name == 'report' and str(work / 'probes') in report.cmd
     assert report.cmd.index(str(work / 'probes')) < report.cmd.index('--out')

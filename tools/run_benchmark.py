@@ -97,7 +97,7 @@ class Preset:
     seeds: tuple[int, ...] = (0,)
     probe_seeds: tuple[int, ...] = (0, 1, 2)  # a win needs >= 2 seeds a side; the probes are cheap enough for 3
     demo_data: bool = True
-    est: dict[str, float] = field(default_factory=dict)  # stage kind -> seconds
+    est: dict[str, float] = field(default_factory=dict)  # stage kind ('pretrain-<method>' or 'pretrain') -> seconds
     pretrain_opts: tuple[str, ...] = ()
     det_opts: tuple[str, ...] = ()
     seg_opts: tuple[str, ...] = ()
@@ -113,8 +113,8 @@ PRESETS: dict[str, Preset] = {
     # heads took 57 s in `make demo` on 2 idle cores (2026-12-03)
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py', det_opts=NO_TRAIN_VAL, seg_opts=NO_TRAIN_VAL,
-                   est={'data': 40, 'pretrain': 180, 'export': 10, 'probe': 60, 'det': 130, 'det_test': 30, 'seg': 70,
-                        'seg_test': 20, 'report': 20, 'visualize': 25}),
+                   est={'data': 40, 'pretrain-sdae': 150, 'pretrain-mae': 100, 'export': 10, 'probe': 60, 'det': 130,
+                        'det_test': 30, 'seg': 70, 'seg_test': 20, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                         seg='seg_configs/sdae_upernet_demo.py', seeds=(0, 1),
                         pretrain_opts=('train_cfg.max_epochs=40',),
@@ -122,9 +122,9 @@ PRESETS: dict[str, Preset] = {
                         det_opts=('train_cfg.max_iters=600', 'train_cfg.val_interval=200', 'param_scheduler.1.end=600',
                                   'param_scheduler.1.milestones=[480]'),
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
-                        # measured 2026-11-26 on 2 CPU cores (1 h 42 min in all); 'probe': a guess, not yet measured
-                        est={'data': 40, 'pretrain': 560, 'export': 6, 'probe': 300, 'det': 630, 'det_test': 17,
-                             'seg': 170, 'seg_test': 11, 'report': 5, 'visualize': 25}),
+                        # measured 2026-12-03 on 2 idle CPU cores (fresh clone of 6b18e61, --seeds 0: 1 h 26 min)
+                        est={'data': 40, 'pretrain-sdae': 1030, 'pretrain-mae': 600, 'export': 12, 'probe': 55,
+                             'det': 850, 'det_test': 25, 'seg': 245, 'seg_test': 20, 'report': 5, 'visualize': 30}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',
                              'mae': 'pretrain/configs/mae_vit-base-p16_300e_in1k.py'},
                    det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py', demo_data=False,
@@ -176,7 +176,8 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         data_opt = [f'train_dataloader.dataset.data_root={pool}']
         stages.append(Stage(f'pretrain-{method}', ['bash', 'tools/pretrain.sh', cfg, gpus, '--work-dir', str(wd),
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
-                            est['pretrain'], budget=budget, configs=[cfg], inputs=data_meta,
+                            est.get(f'pretrain-{method}', est.get('pretrain', 0)), budget=budget, configs=[cfg],
+                            inputs=data_meta,
                             outputs=[str(wd / 'last_checkpoint')], work_dir=wd))
         backbones[method] = wd / 'backbone_student.pth'
         stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
