@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
+from backbones.checkpoint_io import safe_torch_load
 from tools import make_demo_data
 from tools import train as train_tool
 
@@ -49,5 +54,40 @@ def test_resumed_finetune_gives_the_losses_of_the_uninterrupted_run(tmp_path, mo
     assert sorted(got) == [1, 2, 3, 4] and set(_losses(resumed)) == {3, 4}
     assert got == expected  # bit for bit, after the checkpoint too
     assert expected[3] != expected[4]  # the losses are not trivially equal
+    log = next(resumed.glob('*.log')).read_text()
+    assert 'restored the RNG states of the interrupted run' in log
+
+
+def _dist_train(cwd: Path, *args: str) -> str:
+    """tools/dist_train.sh with 2 processes: torchrun, gloo, DDP on CPU. Returns what it printed."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHON=sys.executable, MASTER_PORT=str(port), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run(['bash', str(ROOT / 'tools/dist_train.sh'), SEG, '2', *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_two_process_finetune_on_cpu_resumes_like_the_uninterrupted_run(tmp_path):
+    """tools/dist_train.sh CONFIG 2 on a machine without CUDA (mmengine would call torch.cuda.set_device and give DDP a
+    GPU index), interrupted at iteration 2 and resumed: the losses of the uninterrupted run. Each rank's RNG state is
+    put back on that rank; the gradients of both ranks meet in every step, so a wrong state on either one shows."""
+    assert make_demo_data.main(['--out', str(tmp_path / 'data/demo'), '--num-pretrain', '6', '--num-train', '8',
+                                '--num-val', '2', '--workers', '1']) == 0
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    out = _dist_train(tmp_path, '--work-dir', str(full), '--cfg-options', 'train_cfg.max_iters=4', *OPTS)
+    assert 'no CUDA: DDP on CPU (device_ids=None)' in out
+    _dist_train(tmp_path, '--work-dir', str(part), '--cfg-options', 'train_cfg.max_iters=2', *OPTS)
+    _dist_train(tmp_path, '--work-dir', str(part), '--resume', '--cfg-options', 'train_cfg.max_iters=4', *OPTS)
+
+    (uninterrupted,), (first, resumed) = [sorted(p for p in d.iterdir() if p.is_dir()) for d in (full, part)]
+    expected, got = _losses(uninterrupted), {**_losses(first), **_losses(resumed)}
+    assert sorted(got) == [1, 2, 3, 4] and set(_losses(resumed)) == {3, 4}
+    assert got == expected
+    assert expected[3] != expected[4]
+    assert len(safe_torch_load(part / 'iter_4.pth')['rng_states']) == 2  # one state per process
     log = next(resumed.glob('*.log')).read_text()
     assert 'restored the RNG states of the interrupted run' in log

@@ -23,6 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import backbones  # noqa: E402,F401  (atomic checkpoint saving + allow-listed loading for mmengine)
 import pretrain  # noqa: E402,F401  (registers the model, dataset, hooks)
 from backbones.checkpoint_io import atomic_write_bytes  # noqa: E402
+from backbones.cpu_launch import adapt_cpu_launch, join_cpu_process_group  # noqa: E402
 from backbones.run_safety import NonFiniteGradientError, NonFiniteWeightsError  # noqa: E402
 from preflight.config_keys import UnknownConfigKeyError, check_option_keys  # noqa: E402
 from pretrain.data import CorruptImageError, ImageFolderPretrainDataset  # noqa: E402
@@ -81,10 +82,7 @@ def derive(cfg: Config, args: argparse.Namespace) -> dict:
     launcher, world, rank = world_and_rank(args.launcher)
     cfg.launcher = launcher
     cuda = torch.cuda.is_available()
-    if not cuda:
-        cfg.env_cfg.dist_cfg.backend = 'gloo'
-        if launcher != 'none':  # mmengine's default DDP wrapper passes a GPU index as device_ids; CPU DDP needs None
-            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False)
+    adapt_cpu_launch(cfg, launcher)
     accum = int(cfg.optim_wrapper.get('accumulative_counts', 1))
     batch = cfg.train_dataloader.batch_size * world * accum
     lr = cfg.blr * batch / 256
@@ -163,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     status.update()
 
     from mmengine.runner import Runner
-    if info['launcher'] == 'pytorch' and not torch.cuda.is_available() and not torch.distributed.is_initialized():
-        # mmengine's init_dist calls torch.cuda.set_device unconditionally; on CPU we join torchrun's group ourselves
-        # (the Runner then skips its own init because a group exists).
-        torch.distributed.init_process_group('gloo')
+    join_cpu_process_group(info['launcher'])
     try:
         runner = Runner.from_cfg(cfg)
         runner.train()

@@ -29,6 +29,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
 import pretrain.hooks  # noqa: E402, F401  (registers RNGStateHook)
+from backbones.cpu_launch import adapt_cpu_launch, join_cpu_process_group, replace_syncbn  # noqa: E402
 from backbones.run_record import RunStatus, pretrained_of, task_of  # noqa: E402
 from preflight.checkpoints import checkpoint_file_problem  # noqa: E402
 from preflight.config_keys import UnknownConfigKeyError, check_option_keys  # noqa: E402
@@ -56,27 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _replace_syncbn(node) -> int:
-    """SyncBN -> BN in place in a config subtree; returns how many were replaced."""
-    n = 0
-    if isinstance(node, dict):
-        if node.get('type') in ('SyncBN', 'MMSyncBN'):
-            node['type'] = 'BN'
-            n += 1
-        for v in node.values():
-            n += _replace_syncbn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            n += _replace_syncbn(v)
-    return n
-
-
 def adapt_to_machine(cfg: Config, launcher: str, amp: bool) -> list[str]:
     """Settings that depend on the machine rather than on the recipe. Returns the changes made, for printing."""
     notes = []
     cuda = torch.cuda.is_available()
     if launcher == 'none':
-        n = _replace_syncbn(cfg.model)
+        n = replace_syncbn(cfg.model)
         if n:
             notes.append(f'no process group: {n} SyncBN layers in the config -> BN')
     if not cuda:
@@ -88,9 +74,7 @@ def adapt_to_machine(cfg: Config, launcher: str, amp: bool) -> list[str]:
         if cfg.get('sync_bn'):
             cfg.sync_bn = None
             notes.append('no CUDA: sync_bn off (PyTorch SyncBN needs CUDA)')
-        if launcher != 'none':
-            cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-            notes.append('no CUDA: distributed backend gloo')
+        notes += adapt_cpu_launch(cfg, launcher)
     elif amp and cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -208,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
               + ''.join(f'\n[train] {n}' for n in notes), flush=True)
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     status = RunStatus(cfg.work_dir, kind, args.config, pretrained, meta, rank)
+    join_cpu_process_group(args.launcher)
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
