@@ -153,13 +153,15 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 self.best_ckpt_path = current[None]
         kept = set(current.values())
         for old in previous.values():
-            if old is None or old in kept or not is_main_process():
-                continue
-            if self.file_backend.isfile(old):
-                self.file_backend.remove(old)
-            elif self.file_backend.isdir(old):  # deepspeed writes checkpoints as folders
-                self.file_backend.rmtree(old)
-            runner.logger.info(f'The previous best checkpoint {old} is removed (after the new one was written)')
+            if old is not None and old not in kept and is_main_process():
+                self._remove(old)
+                runner.logger.info(f'The previous best checkpoint {old} is removed (after the new one was written)')
+
+    def _remove(self, path: str) -> None:
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # deepspeed writes checkpoints as folders
+            self.file_backend.rmtree(path)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         bad = _non_finite(list(runner.model.state_dict().items()))
@@ -188,8 +190,4 @@ class CrashSafeCheckpointHook(CheckpointHook):
             return
         atomic_write_bytes(str(self.last_ckpt).encode(), Path(runner.work_dir) / 'last_checkpoint')
         for old in stale:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # deepspeed writes checkpoints as folders
-                self.file_backend.rmtree(path)
+            self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old)))
