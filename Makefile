@@ -1,6 +1,5 @@
 # The two commands a newcomer types: `make demo` and `make test`. Both install what is missing first.
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR)
 
 .PHONY: install demo test doctor data lint gpu-check
 

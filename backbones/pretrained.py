@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
 
-from .checkpoint_io import safe_torch_load
+from sdae_suite.contracts import BACKBONE_FORMAT, BackboneMeta
+from sdae_suite.engine.checkpoint_io import safe_torch_load
+
 from .vit import resize_pos_embed
 
 BRANCHES = ('student', 'teacher')
@@ -343,8 +345,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | Non
     return report
 
 
-def read_meta(path: str | os.PathLike) -> dict | None:
-    """The ``meta`` of an exported backbone (contract 4), None for other layouts."""
+def read_meta(path: str | os.PathLike) -> BackboneMeta | None:
+    """The ``meta`` of an exported backbone (:class:`sdae_suite.contracts.BackboneMeta`), None for other layouts."""
     obj = safe_torch_load(path)
     meta = obj.get('meta') if isinstance(obj, dict) else None
-    return meta if isinstance(meta, dict) and meta.get('format') == 'sdae-suite/backbone' else None
+    return meta if isinstance(meta, dict) and meta.get('format') == BACKBONE_FORMAT else None

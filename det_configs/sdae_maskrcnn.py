@@ -38,7 +38,9 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
+# Our classes (registered under our own names) and the one global installation: safe checkpoint loading
+custom_imports = dict(imports=['sdae_suite.backbones', 'sdae_suite.engine', 'sdae_suite.engine.safe_io_setup'],
+                      allow_failed_imports=False)
 
 embed_dim = 768
 norm_cfg = dict(type='BN', requires_grad=True)  # becomes SyncBN only when a process group exists (sync_bn below)
@@ -63,7 +65,7 @@ model = dict(
         with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=None, branch='student')),
     neck=[
-        dict(type='Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
+        dict(type='mmseg.Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
         dict(type='FPN', in_channels=[embed_dim] * 4, out_channels=256, num_outs=5),  # CAE: no norm in the FPN
     ],
     train_cfg=dict(rpn_proposal=dict(nms_pre=2000, max_per_img=2000)),  # CAE: 2000 training proposals
@@ -104,7 +106,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),
 ]
 # The recipe's total batch on any number of GPUs: an error naming the per-GPU batch to use, unless auto_scale_lr is
-# enabled (lr scaled linearly, logged as a deviation). See backbones/recipe_batch.py.
+# enabled (lr scaled linearly, logged as a deviation). See sdae_suite/engine/hooks/recipe_batch.py.
 auto_scale_lr = dict(enable=False, base_batch_size=recipe_batch)
 custom_hooks = [dict(type='SdAERecipeBatchHook', batch_size=recipe_batch)]
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=2))
+default_hooks = dict(checkpoint=dict(type='CrashSafeCheckpointHook', max_keep_ckpts=2))  # crash-safe rotation

@@ -18,7 +18,7 @@ _base_ = ['./sdae_maskrcnn.py', './_base_/demo_coco.py']
 model = dict(
     backbone={{_base_.demo_vit}},
     neck=[
-        dict(type='Feature2Pyramid', embed_dim={{_base_.demo_embed_dim}}, rescales={{_base_.demo_rescales}},
+        dict(type='mmseg.Feature2Pyramid', embed_dim={{_base_.demo_embed_dim}}, rescales={{_base_.demo_rescales}},
              norm_cfg={{_base_.norm_cfg}}),
         dict(type='FPN', in_channels=[{{_base_.demo_embed_dim}}] * 4, out_channels={{_base_.demo_neck_channels}},
              num_outs=5),

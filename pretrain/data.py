@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+from sdae_suite.contracts import IMAGE_EXTENSIONS
 
 
 class CorruptImageError(RuntimeError):
@@ -29,9 +29,9 @@ def list_images(root: str | os.PathLike) -> list[str]:
         raise FileNotFoundError(f'pretraining data folder not found: {root} (set train_dataloader.dataset.data_root; '
                                 f'relative paths are from {Path.cwd()})')
     files = sorted(str(Path(d) / f) for d, _, names in os.walk(root, followlinks=True) for f in names
-                   if f.lower().endswith(IMG_EXTENSIONS))
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise FileNotFoundError(f'{root}: no images ({", ".join(IMG_EXTENSIONS)}) found; expected an ImageNet-style '
+        raise FileNotFoundError(f'{root}: no images ({", ".join(IMAGE_EXTENSIONS)}) found; expected an ImageNet-style '
                                 f'folder (root/<class>/<image>) or a flat folder of images')
     return files
 

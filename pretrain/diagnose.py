@@ -14,7 +14,6 @@ loss its predictions would get. The student's loss on that same half is the comp
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from backbones.checkpoint_io import safe_torch_load
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 from .masking import plan_masks
 from .model import MaskedPretrainer, cosine_loss, patchify
@@ -57,9 +56,10 @@ def load_pretrainer(path: str | os.PathLike) -> MaskedPretrainer:
 
 
 def _read_images(root: str | os.PathLike, size: int, max_images: int | None) -> torch.Tensor:
-    from probes.data import _extensions, load_images
+    from sdae_suite.contracts import IMAGE_EXTENSIONS
+    from sdae_suite.probes.data import load_images
     root = Path(root)
-    files = sorted(str(p) for p in root.rglob('*') if p.suffix.lower() in _extensions())[:max_images]
+    files = sorted(str(p) for p in root.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)[:max_images]
     if len(files) < 4:
         raise DiagnoseError(f'{root}: found {len(files)} images; need at least 4 held-out images (half fit the '
                             f'baselines, half score them), e.g. data/demo/coco/val')
@@ -195,13 +195,5 @@ def table(result: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_json(result: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=False) + '\n', encoding='utf-8')
-    os.replace(tmp, path)
-
-
 __all__ = ['BASELINES', 'DiagnoseError', 'diagnose', 'load_pretrainer', 'table',
-           'write_json']
+           ]

@@ -20,7 +20,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
-from backbones.vit import Block, VisionTransformer, resize_pos_embed, sincos_pos_embed_2d
+from sdae_suite.backbones.vit import Block, VisionTransformer, resize_pos_embed, sincos_pos_embed_2d
 
 from .masking import MaskPlan, plan_masks
 from .monitors import effective_rank, mean_cosine_to_mean

@@ -1,7 +1,7 @@
 """Collapse monitors of the SdAE targets, logged beside ``target_std`` (none is optimised).
 
-``target_std`` falls to 0 only on a full collapse; these two see a partial one (measured in issue 11: with per-iteration
-EMA on the demo data the targets' effective rank fell from 98 to 65 while ``target_std`` dropped 12 %).
+``target_std`` falls to 0 only on a full collapse; these two see a partial one (measured 2026-12-03, docs/demo.md: with
+per-iteration EMA on the demo data the targets' effective rank fell from 98 to 65 while ``target_std`` dropped 12 %).
 """
 from __future__ import annotations
 

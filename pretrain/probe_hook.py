@@ -11,7 +11,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from probes.suite import ProbeData, ProbeSettings, class_features, run_knn, run_seg, seg_features
+from sdae_suite.probes.suite import ProbeData, ProbeSettings, class_features, run_knn, run_seg, seg_features
 
 from .hooks import unwrap
 

@@ -28,7 +28,9 @@
 #
 # Pretrained weights: `tools/train.py CFG --pretrained CKPT` or --cfg-options model.backbone.init_cfg.checkpoint=CKPT.
 _base_ = ['mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
+# Our classes (registered under our own names) and the one global installation: safe checkpoint loading
+custom_imports = dict(imports=['sdae_suite.backbones', 'sdae_suite.engine', 'sdae_suite.engine.safe_io_setup'],
+                      allow_failed_imports=False)
 
 embed_dim = 768
 norm_cfg = dict(type='BN', requires_grad=True)  # becomes SyncBN only when a process group exists (sync_bn below)
@@ -65,3 +67,4 @@ optim_wrapper = dict(
 fp16 = None  # mmseg 0.x key in the base file; AMP is the optim wrapper above
 auto_scale_lr = dict(enable=False, base_batch_size=recipe_batch)
 custom_hooks = [dict(type='SdAERecipeBatchHook', batch_size=recipe_batch)]
+default_hooks = dict(checkpoint=dict(type='CrashSafeCheckpointHook'))  # crash-safe rotation

@@ -52,7 +52,7 @@ val_dataloader = dict(num_workers=1, dataset=dict(dataset, pipeline=test_pipelin
 test_dataloader = val_dataloader
 
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=3e-4))
+optim_wrapper = dict(type='FiniteGradOptimWrapper', optimizer=dict(lr=3e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=10, end=max_iters, by_epoch=False),

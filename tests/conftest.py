@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import make_demo_data
+from sdae_suite.commands import make_demo_data  # importing the commands installs safe checkpoint loading, as in every
+
+#                                                entry point: the tests drive mmengine Runners the way tools/ do
 
 
 @pytest.fixture(scope='session')

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones.checkpoint_io import atomic_torch_save
-from backbones.layer_decay import LayerDecayConstructor
-from backbones.necks import SimpleFeaturePyramid
-from backbones.pretrained import load_pretrained
-from backbones.vit import VisionTransformer, resize_pos_embed
-from backbones.vit_backbone import SdAEViT
+from sdae_suite.backbones.layer_decay import LayerDecayConstructor
+from sdae_suite.backbones.necks import SimpleFeaturePyramid
+from sdae_suite.backbones.pretrained import load_pretrained
+from sdae_suite.backbones.vit import VisionTransformer, resize_pos_embed
+from sdae_suite.backbones.vit_backbone import SdAEViT
+from sdae_suite.engine.atomic import atomic_torch_save
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)  # the demo arch (ViT-Tiny/16)
 
@@ -60,7 +60,7 @@ def test_tokens_equal_timm_at_pretraining_resolution(img_size, tmp_path):
 def test_pos_embed_untouched_when_sizes_match_and_resized_once_otherwise(timm_ckpt, monkeypatch):
     ref, path = timm_ckpt
     logs = []
-    monkeypatch.setattr('backbones.vit_backbone.print_log', lambda msg, **kw: logs.append(msg))
+    monkeypatch.setattr('sdae_suite.backbones.vit_backbone.print_log', lambda msg, **kw: logs.append(msg))
     m = SdAEViT(img_size=224, out_indices=[5, 11], final_norm='last', drop_path_rate=0.0, **TINY)
     load_pretrained(m, path)
     m.eval()

@@ -6,10 +6,10 @@ import re
 import pytest
 import torch
 
-from backbones.checkpoint_io import atomic_torch_save
-from backbones.pretrained import CheckpointMismatchError, load_pretrained, read_backbone_state
-from backbones.vit import VisionTransformer
-from backbones.vit_backbone import SdAEViT
+from sdae_suite.backbones.pretrained import CheckpointMismatchError, load_pretrained, read_backbone_state
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.backbones.vit_backbone import SdAEViT
+from sdae_suite.engine.atomic import atomic_torch_save
 
 ARCH = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0)
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from backbones.vit import VisionTransformer
-from benchmarks import gpu_check
-from benchmarks.hardware import count_flops, known_bf16_peak, measured_matmul_peak, mfu, vit_forward_flops
-from benchmarks.speed import StepSpec, cpu_peak_memory, format_table, high_water_mb, measure
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.benchmarks import gpu_check
+from sdae_suite.benchmarks.hardware import count_flops, known_bf16_peak, measured_matmul_peak, mfu, vit_forward_flops
+from sdae_suite.benchmarks.speed import StepSpec, cpu_peak_memory, format_table, high_water_mb, measure
 
 TINY = dict(size='test', img_size=32, patch_size=8, decoder='1x32x2', batch=2)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preflight.dataset import DROPPED, Findings, check_coco_file
-from tools import check_dataset
+from sdae_suite.commands import check_dataset
+from sdae_suite.preflight.dataset import DROPPED, Findings, check_coco_file
 
 
 def _check(root: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:

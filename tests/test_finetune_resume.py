@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
-from backbones.checkpoint_io import safe_torch_load
-from tools import make_demo_data
-from tools import train as train_tool
+from sdae_suite.commands import make_demo_data
+from sdae_suite.commands import train as train_tool
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG = str(ROOT / 'seg_configs/sdae_upernet_demo.py')
@@ -69,6 +72,111 @@ def _dist_train(cwd: Path, *args: str) -> str:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
+
+
+# The config's own schedulers (LinearLR warmup from 0.01, then PolyLR power 1 to 0), compressed to a 6-iteration run:
+# warmup over iterations 1-3, decay over 4-6. The types and factors are the config's; only begin / end are shortened.
+SCHED_OPTS = [o for o in OPTS if o != 'param_scheduler=[]'] + [
+    'param_scheduler.0.end=3', 'param_scheduler.1.begin=3', 'param_scheduler.1.end=6', 'train_cfg.max_iters=6']
+# lr of iteration 1..6 (step t = 0..5) relative to the base lr. mmengine's LinearLR and PolyLR reach their end value
+# at step end - 1 (they interpolate over end - begin - 1 steps): LinearLR 0.01 + 0.99 t / 2 for t = 0, 1, 2, then
+# PolyLR (power 1, eta_min 0) 1 - (t - 3) / 2 for t = 3, 4, 5 -- as in the config, the last iteration runs at lr 0.
+LR_FACTORS = [0.01, 0.505, 1.0, 1.0, 0.5, 0.0]
+
+
+class _Killed(Exception):
+    """What the test's kill raises (an exception, so the run dies mid-loop without the loop's normal end)."""
+
+
+@HOOKS.register_module(force=True)
+class KillAfterCheckpointTestHook(Hook):
+    """Stops the run right after iteration ``iteration`` (1-based) has been checkpointed: like a kill -9 there, the
+    loop never reaches the validation, the next iteration or the end of training."""
+
+    priority = 'LOWEST'  # after CheckpointHook (VERY_LOW): the checkpoint of this iteration is on disk
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.iteration:
+            raise _Killed(f'killed after iteration {self.iteration}')
+
+
+def _scalars(run_dir: Path) -> dict[int, dict[str, float]]:
+    records = [json.loads(line) for line in (run_dir / 'vis_data/scalars.json').read_text().splitlines()]
+    return {r['iter']: {k: v for k, v in r.items() if 'loss' in k or k == 'lr'} for r in records if 'loss' in r}
+
+
+class _OneThread:
+    """multi-threaded CPU kernels are not bit-reproducible (1e-7 apart run to run)"""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
+@pytest.fixture(scope='module')
+def scheduled_run(tmp_path_factory) -> Path:
+    """The demo data and the uninterrupted 6-iteration run with the schedulers on (shared by both kill points).
+    Returns the workspace: data/demo and full/."""
+    ws = tmp_path_factory.mktemp('sched')
+    assert make_demo_data.main(['--out', str(ws / 'data/demo'), '--num-pretrain', '6', '--num-train', '4',
+                                '--num-val', '2', '--workers', '1']) == 0
+    cwd = os.getcwd()
+    os.chdir(ws)  # the demo config reads data/demo from the working directory
+    try:
+        with _OneThread():
+            train_tool.main([SEG, '--work-dir', str(ws / 'full'), '--cfg-options', *SCHED_OPTS])
+    finally:
+        os.chdir(cwd)
+    return ws
+
+
+@pytest.mark.parametrize('kill_at', [2, 4], ids=['killed in warmup', 'killed in decay'])
+def test_resumed_finetune_with_the_lr_schedule_gives_the_losses_and_lrs_of_the_uninterrupted_run(
+        scheduled_run, tmp_path, monkeypatch, kill_at):
+    """Today's exact-resume test runs without schedulers (param_scheduler=[]); here the config's warmup + poly decay
+    stay on. The run is killed right after a checkpoint (mid-warmup, or after the warmup has handed over to the
+    decay), resumed with --resume and the SAME config, and must give the uninterrupted run's losses and lr at every
+    iteration, and the same optimizer lr (every layer-decay group) and scheduler state at the end."""
+    monkeypatch.chdir(scheduled_run)
+    full, part = scheduled_run / 'full', tmp_path / 'part'
+    real_seed_and_rng_state = train_tool.seed_and_rng_state
+
+    def with_kill(cfg):  # tools/train.py's own hook set-up, plus the kill
+        line = real_seed_and_rng_state(cfg)
+        cfg.custom_hooks = [*cfg.custom_hooks, dict(type='KillAfterCheckpointTestHook', iteration=kill_at)]
+        return line
+
+    with _OneThread():
+        with monkeypatch.context() as m, pytest.raises(_Killed):
+            m.setattr(train_tool, 'seed_and_rng_state', with_kill)
+            train_tool.main([SEG, '--work-dir', str(part), '--cfg-options', *SCHED_OPTS])
+        assert (part / f'iter_{kill_at}.pth').is_file() and not (part / f'iter_{kill_at + 2}.pth').exists()
+        train_tool.main([SEG, '--work-dir', str(part), '--resume', '--cfg-options', *SCHED_OPTS])
+
+    (uninterrupted,), (first, resumed) = [sorted(p for p in d.iterdir() if p.is_dir()) for d in (full, part)]
+    expected, got = _scalars(uninterrupted), {**_scalars(first), **_scalars(resumed)}
+    assert sorted(_scalars(first)) == list(range(1, kill_at + 1))
+    assert sorted(_scalars(resumed)) == list(range(kill_at + 1, 7))
+    # The schedule is really on: the logged lr follows warmup then decay (checked against the factors, relative to
+    # iteration 4 where the warmup has ended and the decay not yet begun).
+    lrs = [expected[i]['lr'] for i in range(1, 7)]
+    assert lrs == pytest.approx([f * lrs[3] for f in LR_FACTORS], rel=1e-6, abs=1e-12)
+    for i in range(1, 7):
+        assert got[i] == expected[i], (i, got[i], expected[i])  # bit for bit: losses and lr
+    assert expected[5]['loss'] != expected[6]['loss']  # the losses are not trivially equal
+    end_full, end_part = (safe_torch_load(d / 'iter_6.pth') for d in (full, part))
+    assert [g['lr'] for g in end_part['optimizer']['param_groups']] == \
+        [g['lr'] for g in end_full['optimizer']['param_groups']]
+    assert len(end_full['optimizer']['param_groups']) > 1  # layer decay: one group per depth and decay kind
+    assert end_part['param_schedulers'] == end_full['param_schedulers']
+    log = next(resumed.glob('*.log')).read_text()
+    assert 'restored the RNG states of the interrupted run' in log
 
 
 def test_two_process_finetune_on_cpu_resumes_like_the_uninterrupted_run(tmp_path):

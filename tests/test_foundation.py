@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.hooks import Hook
 from torch import nn
 
-import backbones  # noqa: F401  (installs safe loading / atomic saving)
-from backbones.checkpoint_io import UnsafeCheckpointError, atomic_torch_save, safe_torch_load
+import sdae_suite.backbones  # noqa: F401  (installs safe loading / atomic saving)
+from sdae_suite.engine.atomic import atomic_torch_save
+from sdae_suite.engine.checkpoint_io import UnsafeCheckpointError, safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,7 @@ def test_roi_align_on_constant_map_returns_constant():
     assert torch.allclose(out, torch.full_like(out, 2.5))
 
 
-def _runner(work_dir: Path, max_iters: int, resume: bool = False):
+def _runner(work_dir: Path, max_iters: int, resume: bool = False, name: str = 'toy'):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
@@ -56,16 +58,19 @@ def _runner(work_dir: Path, max_iters: int, resume: bool = False):
 
     g = torch.Generator().manual_seed(0)
     data = [dict(inputs=torch.randn(4, generator=g), target=torch.randn((), generator=g)) for _ in range(16)]
+    with torch.random.fork_rng(devices=[]):  # the model is built before the Runner seeds: same init in every run
+        torch.manual_seed(0)
+        model = Toy()
     return Runner(
-        model=Toy(), work_dir=str(work_dir),
+        model=model, work_dir=str(work_dir),
         train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=True), batch_size=4,
                               collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
+        optim_wrapper=dict(type='FiniteGradOptimWrapper', optimizer=dict(type='AdamW', lr=1e-2)),
         param_scheduler=[dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4)],
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+        default_hooks=dict(checkpoint=dict(type='CrashSafeCheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
-        resume=resume, randomness=dict(seed=0), experiment_name='toy')
+        resume=resume, randomness=dict(seed=0), experiment_name=name)
 
 
 def test_runner_checkpoint_loads_with_weights_only_and_resumes(tmp_path):
@@ -73,8 +78,9 @@ def test_runner_checkpoint_loads_with_weights_only_and_resumes(tmp_path):
     runner.train()
     ckpt = tmp_path / 'iter_4.pth'
     assert ckpt.is_file() and (tmp_path / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
-    # The raw file holds the resume state, including mmengine's non-tensor objects...
-    obj = torch.load(ckpt, weights_only=True)  # default protection, only our allow-list added
+    # The raw file holds the resume state, including mmengine's non-tensor objects, which the gate reads with
+    # weights_only=True and its own allow-list (torch's global allow-list is left as it was)...
+    obj = safe_torch_load(ckpt)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(obj)
     assert type(obj['message_hub']['log_scalars']['train/loss']).__name__ == 'HistoryBuffer'
     # ...and mmengine's own resume path goes through the safe loader.
@@ -82,6 +88,69 @@ def test_runner_checkpoint_loads_with_weights_only_and_resumes(tmp_path):
     resumed.train()
     assert resumed.iter == 6
     assert (tmp_path / 'iter_6.pth').is_file()
+
+
+class _IterLog(Hook):
+    """Records the iterations a run trains (runner.iter before each step: 0-based)."""
+
+    def __init__(self):
+        self.iters: list[int] = []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.iters.append(runner.iter)
+
+
+def _weights(runner) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+
+def test_last_checkpoint_naming_a_truncated_file_falls_back_to_the_newest_complete_one(tmp_path):
+    """CrashSafeCheckpointHook._repair through a real Runner: ``last_checkpoint`` names iter_6.pth, cut in half (a
+    write that never finished); iter_2.pth and iter_4.pth are complete. The resumed run starts from iter_4.pth, the
+    newest complete checkpoint, says so in its log, and ends with the weights of the uninterrupted run."""
+    from sdae_suite.engine.hooks.checkpoint import is_complete_checkpoint
+
+    full = _runner(tmp_path / 'full', max_iters=8, name='fallback_full')
+    full.train()
+    wd = tmp_path / 'run'
+    _runner(wd, max_iters=6, name='fallback_first').train()
+    ckpt4, ckpt6, record = wd / 'iter_4.pth', wd / 'iter_6.pth', wd / 'last_checkpoint'
+    assert record.read_text().strip() == str(ckpt6)
+    assert is_complete_checkpoint(wd / 'iter_2.pth') and is_complete_checkpoint(ckpt4)
+    blob = ckpt6.read_bytes()
+    ckpt6.write_bytes(blob[:len(blob) // 2])
+    assert not is_complete_checkpoint(ckpt6)
+
+    resumed = _runner(wd, max_iters=8, resume=True, name='fallback_resumed')
+    seen = _IterLog()
+    resumed.register_hook(seen)
+    resumed.train()
+    assert seen.iters == [4, 5, 6, 7]  # from iter_4.pth: not the broken iter_6.pth, not iter_2.pth, not from scratch
+    log = next(Path(resumed.log_dir).glob('*.log')).read_text()
+    assert (f'{record} named {ckpt6}, which is incomplete; it now names the newest complete checkpoint, {ckpt4}'
+            in log)
+    expected, got = _weights(full), _weights(resumed)
+    assert expected.keys() == got.keys()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)
+    assert is_complete_checkpoint(ckpt6)  # rewritten by the resumed run
+    assert record.read_text().strip() == str(wd / 'iter_8.pth')
+
+
+def test_last_checkpoint_with_no_complete_checkpoint_left_starts_from_scratch(tmp_path):
+    wd = tmp_path / 'run'
+    _runner(wd, max_iters=4, name='noneleft_first').train()
+    for ckpt in (wd / 'iter_2.pth', wd / 'iter_4.pth'):
+        blob = ckpt.read_bytes()
+        ckpt.write_bytes(blob[:len(blob) // 3])
+    resumed = _runner(wd, max_iters=2, resume=True, name='noneleft_resumed')
+    seen = _IterLog()
+    resumed.register_hook(seen)
+    resumed.train()
+    assert seen.iters == [0, 1]
+    log = next(Path(resumed.log_dir).glob('*.log')).read_text()
+    assert f'named {wd / "iter_4.pth"}, which is incomplete, and {wd} holds no complete checkpoint' in log
+    assert (wd / 'last_checkpoint').read_text().strip() == str(wd / 'iter_2.pth')
 
 
 class _Pwn:
@@ -140,28 +209,33 @@ def test_atomic_save_leaves_old_file_when_killed_mid_write(tmp_path):
     atomic_torch_save({'v': torch.zeros(3)}, target)
     # A child process starts a large atomic save and is killed while writing.
     script = (
-        'import os, signal, torch, backbones.checkpoint_io as c\n'
+        'import os, signal, torch, sdae_suite.engine.atomic as c\n'
         'def die(fd): os.kill(os.getpid(), signal.SIGKILL)\n'
         'c.os.fsync = die\n'
         f'c.atomic_torch_save({{"v": torch.ones(3)}}, {str(target)!r})\n')
-    proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT)
     assert proc.returncode == -9
     assert torch.equal(safe_torch_load(target)['v'], torch.zeros(3))
     # What the killed writer left is a hidden temporary file, never something that looks like a checkpoint.
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['ckpt.pth']
 
 
-def test_mmengine_saving_is_atomic(tmp_path):
-    from mmengine.fileio import get_file_backend
-
-    from backbones.checkpoint_io import AtomicLocalBackend
-
-    assert isinstance(get_file_backend(str(tmp_path / 'x.pth')), AtomicLocalBackend)
-    state = copy.deepcopy({'w': torch.ones(2)})
+def test_the_crash_safe_hook_saves_through_the_atomic_backend(tmp_path):
+    """Our checkpoint hook writes every checkpoint through the atomic backend; mmengine's own 'local' backend is left
+    as it is (tests/test_pretrain_run.py kills a run inside that atomic write and resumes from the previous file)."""
+    from mmengine.fileio import LocalBackend, get_file_backend
     from mmengine.runner.checkpoint import save_checkpoint
 
-    save_checkpoint(state, str(tmp_path / 'x.pth'))
+    from sdae_suite.engine.checkpoint_io import AtomicLocalBackend
+    from sdae_suite.engine.hooks import CrashSafeCheckpointHook
+
+    hook = CrashSafeCheckpointHook(interval=1)
+    assert isinstance(get_file_backend(str(tmp_path / 'x.pth'), backend_args=hook.backend_args), AtomicLocalBackend)
+    assert type(get_file_backend(str(tmp_path / 'x.pth'))) is LocalBackend
+    assert CrashSafeCheckpointHook(interval=1, out_dir='s3://bucket/run').backend_args is None  # remote: its own
+    save_checkpoint(copy.deepcopy({'w': torch.ones(2)}), str(tmp_path / 'x.pth'), backend_args=hook.backend_args)
     assert torch.equal(safe_torch_load(tmp_path / 'x.pth')['w'], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ['x.pth']  # no temporary file left behind
 
 
 class _BestRunner:
@@ -184,7 +258,7 @@ class _BestRunner:
 def test_save_best_writes_the_new_best_before_deleting_the_old_one(tmp_path, save_best, rule):
     from mmengine.fileio import get_file_backend
 
-    from backbones.run_safety import CrashSafeCheckpointHook
+    from sdae_suite.engine.hooks.checkpoint import CrashSafeCheckpointHook
 
     hook = CrashSafeCheckpointHook(interval=1, by_epoch=False, save_best=save_best, rule=rule)
     hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _start(work: Path, data: Path, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, 'tools/run_benchmark.py', '--preset', 'demo', '--work-dir', str(work),
            '--data-root', str(data), '--inits', 'sdae', 'random']
-    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'SDAE_DEMO_BUDGET': 'tiny'}
+    env = {**os.environ, 'SDAE_DEMO_BUDGET': 'tiny'}
     # A new session so that the kill reaches every process of the pipeline, as a closed terminal or an OOM kill would.
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT,
                             start_new_session=True)

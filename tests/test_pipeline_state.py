@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.state import LAST, WorkDirLocked, config_digest, work_dir_lock
-from tools import run_benchmark as rb
+from sdae_suite.commands import run_benchmark as rb
+from sdae_suite.pipeline.state import LAST, WorkDirLocked, config_digest, work_dir_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -220,7 +220,7 @@ def test_config_digest_follows_base_files(tmp_path):
 
 FIRST = r'''
 import sys; from pathlib import Path
-from tools import run_benchmark as rb
+from sdae_suite.commands import run_benchmark as rb
 slow = rb.Stage('slow', [sys.executable, '-c', 'import time; time.sleep(300)'], 1.0)
 sys.exit(rb.run([slow], Path(sys.argv[1])))
 '''
@@ -228,7 +228,7 @@ sys.exit(rb.run([slow], Path(sys.argv[1])))
 
 def test_second_pipeline_on_a_work_dir_stops_naming_the_first(tmp_path):
     work = tmp_path / 'work'
-    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    env = dict(os.environ)
     first = subprocess.Popen([PY, '-c', FIRST, str(work)], cwd=ROOT, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL)
     try:
@@ -271,13 +271,19 @@ def test_stages_run_with_the_pipelines_interpreter(tmp_path):
     other_py = other / 'bin' / 'python'
     probe = r'''
 import sys; from pathlib import Path
-from tools import run_benchmark as rb
+from sdae_suite.commands import run_benchmark as rb
 launcher = rb.Stage('probe', ['bash', 'tools/run_benchmark.sh', '--dry-run', '--work-dir', sys.argv[1]], 1.0)
 sys.exit(rb.run([launcher], Path(sys.argv[1])))
 '''
     env = {k: v for k, v in os.environ.items() if k != 'PYTHON'}
+    # That environment holds the stack and the suite, as a user's would: here this one's site-packages, added as a
+    # site directory (so that the suite's editable install, a .pth file there, works in it too).
+    import sysconfig
+
+    site_dir = next((other / 'lib').glob('python*/site-packages'))
+    (site_dir / 'stack.pth').write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
     proc = subprocess.run([str(other_py), '-c', probe, str(tmp_path / 'work')], cwd=ROOT, capture_output=True,
-                          text=True, env={**env, 'PYTHONPATH': str(ROOT)}, timeout=120)
+                          text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     # The dry run the launcher started lists the stages with the interpreter it runs with.
     assert f'{other_py} tools/make_demo_data.py' in proc.stdout
@@ -292,3 +298,20 @@ def test_launchers_refuse_a_python_that_does_not_exist(tmp_path):
                            "environment's python or unset it\n")
     proc = subprocess.run(['bash', 'tools/dist_test.sh', 'cfg.py'], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith('usage: dist_test.sh CONFIG CKPT GPUS')
+
+
+@pytest.mark.parametrize('preset', ['demo', 'full'])
+def test_det_evaluator_reads_the_annotations_the_validation_set_reads(tmp_path, preset):
+    """mmdet's CocoMetric opens its ann_file by a full path: the pipeline points it at the file the config's validation
+    dataset reads under the same root (COCO 2017's instances_val2017.json for the full preset, not the demo's name)."""
+    from mmengine.config import Config
+
+    args = argparse.Namespace(gpus=8, data_root=tmp_path / 'demo', imagenet=tmp_path / 'in1k', coco=tmp_path / 'c',
+                              ade=tmp_path / 'a', probe_seeds=None)
+    p = rb.PRESETS[preset]
+    det = next(s for s in rb.build_stages(args, p, tmp_path / preset)
+               if s.name.startswith('det-') and not s.name.endswith('-test'))
+    cfg = Config.fromfile(str(ROOT / p.det))
+    root = args.data_root / 'coco' if p.demo_data else args.coco
+    want = f'{root}/{cfg.val_dataloader.dataset.ann_file}'
+    assert f'val_evaluator.ann_file={want}' in det.cmd and f'test_evaluator.ann_file={want}' in det.cmd

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from tools import export_backbone as export_tool
-from tools import pretrain as pretrain_tool
-from tools import test as test_tool
-from tools import train as train_tool
+from sdae_suite.commands import export_backbone as export_tool
+from sdae_suite.commands import pretrain as pretrain_tool
+from sdae_suite.commands import test as test_tool
+from sdae_suite.commands import train as train_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DET = str(ROOT / 'det_configs/sdae_maskrcnn_demo.py')
@@ -155,7 +155,7 @@ def test_export_backbone_prints_the_message_without_traceback(tmp_path, capsys):
 
     arch = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, mlp_ratio=4.0)
     mismatched = tmp_path / 'mismatched.pth'
-    from backbones.vit import VisionTransformer
+    from sdae_suite.backbones.vit import VisionTransformer
     sd = {f'encoder.{k}': v for k, v in VisionTransformer(**dict(arch, embed_dim=64)).state_dict().items()}
     torch.save({'state_dict': sd, 'meta': {'sdae': {'method': 'mae', 'arch': arch, 'epoch': 1}}}, mismatched)
     assert export_tool.main([str(mismatched), str(tmp_path / 'b.pth')]) == 2

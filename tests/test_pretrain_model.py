@@ -8,12 +8,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import backbones  # noqa: F401
-from pretrain.data import CorruptImageError, ImageFolderPretrainDataset
-from pretrain.hooks import cosine_momentum, ema_update
-from pretrain.masking import fold_sizes, plan_masks
-from pretrain.model import MaskedPretrainer, NonFiniteLossError, cosine_loss, patchify, standardize, validate_model_cfg
-from pretrain.optim import PretrainOptimWrapperConstructor
+import sdae_suite.backbones  # noqa: F401
+from sdae_suite.pretrain.data import CorruptImageError, ImageFolderPretrainDataset
+from sdae_suite.pretrain.hooks import cosine_momentum, ema_update
+from sdae_suite.pretrain.masking import fold_sizes, plan_masks
+from sdae_suite.pretrain.model import (
+    MaskedPretrainer,
+    NonFiniteLossError,
+    cosine_loss,
+    patchify,
+    standardize,
+    validate_model_cfg,
+)
+from sdae_suite.pretrain.optim import PretrainOptimWrapperConstructor
 
 TINY = dict(encoder=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1),
             decoder=dict(embed_dim=32, depth=1, num_heads=2))
@@ -144,8 +151,16 @@ def test_mae_target_and_loss():
     p = patchify(x, 8)
     assert p.shape == (2, 16, 192)
     assert torch.equal(p[1, 5].reshape(8, 8, 3).permute(2, 0, 1), x[1, :, 8:16, 8:16])  # patch (row 1, col 1)
-    loss = model(torch.randn(2, 3, 32, 32), mode='loss')['loss']
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    with torch.no_grad():  # pred = 0: the loss is the mean square of the targets over the masked patches
+        model.decoder.head.weight.zero_()
+        model.decoder.head.bias.zero_()
+    # norm_pix_loss: each target patch is (x - mean) / sqrt(var + 1e-6) with the unbiased var over its n = 192 values,
+    # so its mean square is (n - 1) / n * var / (var + 1e-6) = 191/192 (var ~ 16 here), whichever patches are masked.
+    loss = model(torch.randn(2, 3, 32, 32) * 4 + 1, mode='loss')['loss']
+    assert loss.ndim == 0 and loss.item() == pytest.approx(191 / 192, rel=1e-5)
+    model.norm_pix_loss = False  # raw pixels: a constant image c gives c^2
+    assert model(torch.full((2, 3, 32, 32), 0.5), mode='loss')['loss'].item() == pytest.approx(0.25, rel=1e-6)
+    # (the full objective against models_mae.py with a fixed mask: tests/test_mae_objective.py)
 
 
 def test_teacher_gets_no_gradient_and_moves_only_by_ema():
@@ -255,7 +270,7 @@ def test_ema_hook_momentum_comes_from_the_runner_position(mode):
     import numpy as np
     from mmengine.logging import MessageHub, MMLogger
 
-    from pretrain.hooks import EMATeacherHook
+    from sdae_suite.pretrain.hooks import EMATeacherHook
 
     model = tiny_model()
     runner = SimpleNamespace(model=model, epoch=3, max_epochs=10, iter=7, max_iters=40,
@@ -291,7 +306,7 @@ def test_ema_hook_momentum_comes_from_the_runner_position(mode):
 
 
 def test_ema_hook_refuses_iteration_momentum_with_epoch_updates():
-    from pretrain.hooks import EMATeacherHook
+    from sdae_suite.pretrain.hooks import EMATeacherHook
 
     with pytest.raises(ValueError, match='momentum_by_epoch must be True or None'):
         EMATeacherHook(by_epoch=True, momentum_by_epoch=False)
@@ -305,7 +320,7 @@ def test_ema_hook_is_a_no_op_for_mae(by_epoch):
 
     from mmengine.logging import MessageHub, MMLogger
 
-    from pretrain.hooks import EMATeacherHook
+    from sdae_suite.pretrain.hooks import EMATeacherHook
 
     model = tiny_model(objective='mae')
     assert getattr(model, 'teacher', None) is None

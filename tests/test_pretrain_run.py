@@ -15,11 +15,11 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from PIL import Image
 
-import backbones  # noqa: F401
-from backbones.checkpoint_io import safe_torch_load
-from backbones.vit import VisionTransformer
-from tools.export_backbone import ExportError, export_backbone
-from tools.pretrain import main as pretrain_main
+import sdae_suite.backbones  # noqa: F401
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.commands.export_backbone import ExportError, export_backbone
+from sdae_suite.commands.pretrain import main as pretrain_main
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CFG = """
@@ -233,7 +233,7 @@ def test_bad_config_gives_clear_error(tmp_path, data_root, capsys, option, messa
 
 KILLED_WHILE_WRITING = """
 import os, signal, sys
-sys.path[:0] = [{root!r}, {root!r} + '/tests']
+sys.path[:0] = [{root!r} + '/tests']  # the test module that registers the test hooks
 real_fsync = os.fsync
 
 
@@ -245,8 +245,8 @@ def fsync_then_die(fd):
 
 
 os.fsync = fsync_then_die
-import test_pretrain_run  # noqa: E402,F401  (registers the test hooks)
-from tools.pretrain import main  # noqa: E402
+import test_pretrain_run  # noqa: F401  (registers the test hooks)
+from sdae_suite.commands.pretrain import main
 sys.exit(main({argv!r}))
 """
 
@@ -321,7 +321,7 @@ def test_resume_from_a_malicious_checkpoint_is_refused_local_and_remote(tmp_path
 
     from test_checkpoint_security import _write_globals_gadget
 
-    from backbones.checkpoint_io import UnsafeCheckpointError
+    from sdae_suite.engine.checkpoint_io import UnsafeCheckpointError
 
     marker = tmp_path / 'pwned'
     www = tmp_path / 'www'

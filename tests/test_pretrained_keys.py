@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backbones.checkpoint_io import atomic_torch_save
-from backbones.pretrained import CheckpointMismatchError, load_pretrained
-from backbones.vit_backbone import SdAEViT
+from sdae_suite.backbones.pretrained import CheckpointMismatchError, load_pretrained
+from sdae_suite.backbones.vit_backbone import SdAEViT
+from sdae_suite.engine.atomic import atomic_torch_save
 
 ARCH = dict(img_size=32, patch_size=16, embed_dim=16, depth=2, num_heads=2, out_indices=[1], drop_path_rate=0.0)
 

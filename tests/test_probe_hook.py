@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_pretrain_run import losses, status, write_cfg  # noqa: E402  (importing it registers the test hooks)
+from test_pretrain_run import losses, status, write_cfg  # (importing it registers the test hooks)
 
-from backbones.checkpoint_io import safe_torch_load
-from tools.diagnose_targets import main as diagnose_main
-from tools.pretrain import main as pretrain_main
+from sdae_suite.commands.diagnose_targets import main as diagnose_main
+from sdae_suite.commands.pretrain import main as pretrain_main
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +102,7 @@ def test_probe_hook_survives_resume_without_duplicates(runs):
 def test_probe_hook_probes_in_the_main_process_only(monkeypatch, data):
     """Under DDP only rank 0 probes (the others would compute the same numbers and only rank 0 writes checkpoints
     and logs): elsewhere the hook reads no data and touches neither the runner nor the model."""
-    import pretrain.probe_hook as probe_hook
+    import sdae_suite.pretrain.probe_hook as probe_hook
     monkeypatch.setattr(probe_hook, 'is_main_process', lambda: False)
     hook = probe_hook.ProbeHook(interval=1, cls_data=str(data[0]), seg_data=str(data[1]))
     runner = object()  # any attribute the hook looked up would raise AttributeError

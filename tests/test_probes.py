@@ -12,14 +12,14 @@ import torch
 from mmseg.evaluation import IoUMetric
 from PIL import Image
 
-from backbones.vit import VisionTransformer
-from pretrain.monitors import effective_rank, mean_cosine_to_mean
-from probes.data import ProbeDataError, class_split, read_label
-from probes.features import ProbeCheckpointError
-from probes.knn import knn_predict, knn_top1, knn_votes
-from probes.linear import linear_probe
-from probes.seg import linear_seg_probe, seg_metrics
-from probes.suite import ProbeData, ProbeSettings, probe_checkpoint
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.pretrain.monitors import effective_rank, mean_cosine_to_mean
+from sdae_suite.probes.data import ProbeDataError, class_split, read_label
+from sdae_suite.probes.features import ProbeCheckpointError
+from sdae_suite.probes.knn import knn_predict, knn_top1, knn_votes
+from sdae_suite.probes.linear import linear_probe
+from sdae_suite.probes.seg import linear_seg_probe, seg_metrics
+from sdae_suite.probes.suite import ProbeData, ProbeSettings, probe_checkpoint
 
 TINY_ARCH = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
@@ -179,8 +179,8 @@ def test_pipeline_probe_stage_writes_its_outputs_and_random_init_takes_the_backb
     declares as outputs, and random init is built with the architecture the exported backbones record."""
     import argparse
 
-    from probes.cli import main as probe_main
-    from tools import run_benchmark as rb
+    from sdae_suite.commands import run_benchmark as rb
+    from sdae_suite.commands.probe import main as probe_main
 
     arch = dict(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2)
     data = tmp_path / 'data'  # the demo layout: DIR/pretrain/train (class folders) and DIR/ade

@@ -11,9 +11,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import backbones  # noqa: F401  (registers SdAEViT & co.)
-from backbones.layer_decay import LayerDecayConstructor
-from backbones.recipe_batch import RecipeBatchError, SdAERecipeBatchHook, check_effective_batch
+import sdae_suite.backbones  # noqa: F401  (registers SdAEViT & co.)
+from sdae_suite.backbones.layer_decay import LayerDecayConstructor
+from sdae_suite.engine.hooks.recipe_batch import RecipeBatchError, SdAERecipeBatchHook, check_effective_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 CAE = 'det_configs/sdae_maskrcnn.py'
@@ -170,7 +170,7 @@ def test_cae_protocol_neck_heads_proposals_warmup_positions():
     cfg = _cfg(CAE)
     m = cfg.model
     f2p, fpn = m.neck
-    assert f2p.type == 'Feature2Pyramid' and f2p.norm_cfg.type == 'BN'  # CAE: SyncBN in the x4 branch
+    assert f2p.type == 'mmseg.Feature2Pyramid' and f2p.norm_cfg.type == 'BN'  # CAE: SyncBN in the x4 branch
     assert 'norm_cfg' not in fpn  # CAE's FPN has no norm
     assert m.roi_head.bbox_head.type == 'Shared4Conv1FCBBoxHead' and m.roi_head.bbox_head.norm_cfg.type == 'BN'
     assert m.roi_head.bbox_head.loss_bbox == dict(type='GIoULoss', loss_weight=10.0)

@@ -1,4 +1,4 @@
-"""tools/benchmark_report.py on work dirs written here the way our tools and mmengine write them (team contract 5)."""
+"""tools/benchmark_report.py on work dirs written here the way our tools and mmengine write them (contracts.py)."""
 from __future__ import annotations
 
 import csv
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from report.runs import read_scalars
-from tools import benchmark_report
+from sdae_suite.commands import benchmark_report
+from sdae_suite.report.runs import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get('SDAE_CHROMIUM', '/usr/bin/chromium')
@@ -488,7 +488,7 @@ def test_pictures_embedded_and_tables_fit_a_laptop_screen(bench, tmp_path, capsy
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from visualize.manifest import write_manifest
+    from sdae_suite.visualize.manifest import write_manifest
 
     feats = tmp_path / 'visuals' / 'features'
     feats.mkdir(parents=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_report import DET, SEG, backbone_meta, coco_metrics, make_run
 
-from tools import benchmark_report
+from sdae_suite.commands import benchmark_report
 
 
 def probe_result(out: Path, name: str, ckpt: str | None, probe: str, seed: int, metrics: dict) -> None:
@@ -62,8 +62,8 @@ def test_probe_table_mean_std_beside_finetuning_and_probe_curves(tmp_path, capsy
     assert (out / 'plots' / 'pretrain_probes.png').stat().st_size > 1000
     assert 'Frozen-feature probes during pretraining' in md
 
-    from report.probes import probe_curves
-    from report.runs import read_run
+    from sdae_suite.report.probes import probe_curves
+    from sdae_suite.report.runs import read_run
     curves = probe_curves(read_run(pre, 1e9))
     assert curves['probe/knn_top1'] == [(2, 30.0), (4, 41.0), (6, 50.0)]  # one point per epoch, resumed session wins
 

@@ -14,13 +14,13 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
 
-import backbones  # noqa: F401
-import pretrain  # noqa: F401  (registers the scheduler and the optimizer constructor)
-from backbones.vit import sincos_pos_embed_2d
-from pretrain import model as model_module
-from pretrain.masking import plan_masks
-from pretrain.model import MaskedPretrainer, cosine_loss
-from tools.pretrain import derive, load_config, parse_args
+import sdae_suite.backbones  # noqa: F401
+import sdae_suite.pretrain  # noqa: F401  (registers the scheduler and the optimizer constructor)
+from sdae_suite.backbones.vit import sincos_pos_embed_2d
+from sdae_suite.commands.pretrain import derive, load_config, parse_args
+from sdae_suite.pretrain import model as model_module
+from sdae_suite.pretrain.masking import plan_masks
+from sdae_suite.pretrain.model import MaskedPretrainer, cosine_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'pretrain' / 'configs'
@@ -165,7 +165,7 @@ def test_official_teacher_init_statistics():
 
 
 def test_official_teacher_position_table_is_pulled_to_sincos_by_the_ema():
-    from pretrain.hooks import ema_update
+    from sdae_suite.pretrain.hooks import ema_update
 
     model = model_from(OFFICIAL)
     t0 = model.teacher.pos_embed.detach().clone()

@@ -10,12 +10,13 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import backbones  # noqa: F401  (registers the transfer classes)
-from backbones.checkpoint_io import atomic_torch_save, safe_torch_load
-from backbones.vit import VisionTransformer
-from tools import make_demo_data
-from tools import test as test_tool
-from tools import train as train_tool
+import sdae_suite.backbones  # noqa: F401  (registers the transfer classes)
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.commands import make_demo_data
+from sdae_suite.commands import test as test_tool
+from sdae_suite.commands import train as train_tool
+from sdae_suite.engine.atomic import atomic_torch_save
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = {
@@ -48,11 +49,15 @@ def test_same_classes_registered_in_both_toolboxes():
     from mmseg.registry import MODELS as SEG
     from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as SEG_C
 
-    for name in ('SdAEViT', 'SimpleFeaturePyramid', 'Feature2Pyramid'):
+    for name in ('SdAEViT', 'SimpleFeaturePyramid'):
         assert DET.get(name) is SEG.get(name) is not None, name
     assert DET_C.get('LayerDecayConstructor') is SEG_C.get('LayerDecayConstructor') is not None
+    # mmseg's multi-level adapter is reached from mmdet configs by its scoped name, never registered twice
+    assert DET.get('mmseg.Feature2Pyramid') is SEG.get('Feature2Pyramid') is not None
+    assert 'Feature2Pyramid' not in DET.module_dict
     cfg = Config.fromfile(str(ROOT / 'det_configs/sdae_maskrcnn.py'))
-    assert cfg.custom_imports.imports == ['backbones']
+    assert cfg.custom_imports.imports == ['sdae_suite.backbones', 'sdae_suite.engine',
+                                          'sdae_suite.engine.safe_io_setup']
 
 
 @pytest.mark.parametrize('config', FULL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from report.verdict import BEATS, ONE_SEED, TIE, verdict
+from sdae_suite.report.verdict import BEATS, ONE_SEED, TIE, verdict
 
 KNN, SEG = 'k-NN top-1', 'linear-seg mIoU'
 

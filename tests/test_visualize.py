@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backbones.vit import VisionTransformer
-from tools import visualize_features
-from visualize.features import (
+from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.commands import visualize_features
+from sdae_suite.visualize.features import (
     attention_weights,
     cls_attention,
     feature_maps,
@@ -141,7 +141,7 @@ def test_shown_detections_threshold_and_best_guesses():
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
-    from visualize.predictions import shown_detections
+    from sdae_suite.visualize.predictions import shown_detections
 
     sample = DetDataSample()
     sample.pred_instances = InstanceData(scores=torch.tensor([0.9, 0.05, 0.2, 0.4]), labels=torch.tensor([0, 1, 2, 3]),
@@ -156,7 +156,7 @@ def test_shown_detections_threshold_and_best_guesses():
 def test_fine_tuning_runs_add_tensorboard_once():
     from mmengine.config import Config
 
-    from tools.train import add_tensorboard
+    from sdae_suite.commands.train import add_tensorboard
 
     cfg = Config(dict(visualizer=dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])))
     add_tensorboard(cfg)
@@ -167,7 +167,7 @@ def test_fine_tuning_runs_add_tensorboard_once():
 
 
 def test_one_column_per_task_and_init_lowest_seed_first(tmp_path):
-    from visualize.predictions import find_tested_runs
+    from sdae_suite.visualize.predictions import find_tested_runs
 
     def run(name: str, task: str, pretrained: str | None, status: str = 'ok', ckpt: bool = True) -> None:
         d = tmp_path / 'finetune' / name

@@ -9,10 +9,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from backbones.checkpoint_io import atomic_torch_save
-from backbones.pretrained import load_pretrained
-from backbones.vit import Attention, VisionTransformer
-from backbones.vit_backbone import SdAEViT
+from sdae_suite.backbones.pretrained import load_pretrained
+from sdae_suite.backbones.vit import Attention, VisionTransformer
+from sdae_suite.backbones.vit_backbone import SdAEViT
+from sdae_suite.engine.atomic import atomic_torch_save
 
 SMALL = dict(patch_size=8, embed_dim=32, depth=4, num_heads=2, drop_path_rate=0.0, with_cls_token=False)
 VITDET = dict(SMALL, window_size=4, global_attn_indexes=[1, 3], use_rel_pos=True, out_indices=[3])
@@ -147,7 +147,7 @@ def test_equal_to_timm_sam_vit_given_the_same_weights(img_size):
 def test_speed_benchmark_compares_the_same_architecture():
     """tools/benchmark_vitdet.py's pair: the ViTDet config's backbone and timm's samvit_base_patch16 have the same
     parameters (names and shapes) but for the position table, which ViTDet keeps at the 224 grid (run at 64 px here)."""
-    from backbones.vitdet_speed import measure, timm_samvit_reference, vit_from_config
+    from sdae_suite.benchmarks.vitdet_speed import measure, timm_samvit_reference, vit_from_config
 
     ours, ref = vit_from_config(img_size=64), timm_samvit_reference(64, drop_path_rate=0.1)
     shapes = {k: tuple(v.shape) for k, v in ours.named_parameters() if k != 'pos_embed'}

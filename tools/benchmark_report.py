@@ -1,50 +1,8 @@
 #!/usr/bin/env python
 """Compare pretrained checkpoints by their COCO detection and ADE20K segmentation fine-tuning runs.
 
-  python tools/benchmark_report.py work_dirs/demo --baseline random --out work_dirs/demo/report
-  python tools/benchmark_report.py --name SdAE=work_dirs/sdae --name MAE=work_dirs/mae --published --out report/
-
-RUN_DIR arguments are run dirs or folders holding run dirs (searched recursively). One row per pretrained checkpoint
-(random init = no checkpoint, from run_status.json's `pretrained` / `pretrained_meta`), one column group per task.
-Writes report.md, report.html (self-contained), results.json, results.csv and plots/*.png into --out.
-Unreadable, failed, running or untested runs are shown as such and do not stop the report (exit 0 with warnings);
-exit 1 when no run could be read at all, exit 2 on bad arguments or recipes mixed without --allow-mixed-recipes.
-"""
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-if __package__ in (None, ''):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from report.compare import RANDOM_INIT, generate  # noqa: E402
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('run_dirs', nargs='*', metavar='RUN_DIR', help='run dirs, or folders searched for run dirs')
-    p.add_argument('--name', action='append', default=[], metavar='NAME=RUN_DIR',
-                   help='name the checkpoint row of the runs under RUN_DIR (also adds RUN_DIR)')
-    p.add_argument('--baseline', metavar='NAME', help=f'row the deltas are taken against: its name, the first word(s) '
-                   f'of it, or "random" (default: {RANDOM_INIT!r} when present)')
-    p.add_argument('--published', action='store_true', help='add published ViT-B/16 reference rows')
-    p.add_argument('--allow-mixed-recipes', action='store_true',
-                   help='put runs of different recipes in one column (each cell names its recipe)')
-    p.add_argument('--stale-after-min', type=float, default=120.0,
-                   help='a "running" run with no file written for this long is shown as stalled (default 120)')
-    p.add_argument('--visuals', action='append', default=[], metavar='DIR',
-                   help='folder with pictures to embed (visuals.json of tools/visualize_features.py / '
-                        'tools/visualize_predictions.py, searched recursively)')
-    p.add_argument('--title', default='Transfer benchmark report')
-    p.add_argument('--out', required=True, metavar='DIR', help='output folder')
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return generate(parse_args(argv))
-
+Implemented in sdae_suite/commands/benchmark_report.py; `--help` for usage."""
+from sdae_suite.commands.benchmark_report import main
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,43 +1,8 @@
 #!/usr/bin/env python
 """What share of the pretraining targets a no-learning baseline explains, against the student's loss.
 
-  python tools/diagnose_targets.py work_dirs/sdae_vit-tiny-p8_demo/epoch_6.pth data/demo/coco/val \\
-      --out work_dirs/sdae_vit-tiny-p8_demo/diagnose_targets.json
-
-CKPT: a raw pretraining checkpoint (tools/pretrain.sh). DATA: a folder of images not used in pretraining (searched
-recursively). Prints a table and writes JSON (default: next to CKPT, <stem>_diagnose_targets.json).
-"""
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-if __package__ in (None, ''):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pretrain.diagnose import DiagnoseError, diagnose, table, write_json  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('checkpoint', metavar='CKPT')
-    p.add_argument('data', metavar='DATA')
-    p.add_argument('--max-images', type=int, default=256)
-    p.add_argument('--seed', type=int, default=0, help='mask seed')
-    p.add_argument('--out', help='JSON path')
-    args = p.parse_args(argv)
-    try:
-        result = diagnose(args.checkpoint, args.data, args.max_images, args.seed)
-    except (DiagnoseError, FileNotFoundError) as e:
-        print(f'diagnose_targets: error: {e}', file=sys.stderr)
-        return 2
-    out = args.out or str(Path(args.checkpoint).with_name(f'{Path(args.checkpoint).stem}_diagnose_targets.json'))
-    write_json(result, out)
-    print(table(result))
-    print(f'wrote {out}')
-    return 0
-
+Implemented in sdae_suite/commands/diagnose_targets.py; `--help` for usage."""
+from sdae_suite.commands.diagnose_targets import main
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,25 +1,8 @@
 #!/usr/bin/env python
-"""GPU readiness in one command (`make gpu-check`): every CUDA path of the suite exercised once, with figures
-(benchmarks/gpu_check.py lists the checks). Prints a PASS/FAIL table, writes work_dirs/gpu_check/results.{json,md},
-exits non-zero on any FAIL. Without a GPU it says so in one line and exits 0.
+"""GPU readiness in one command (`make gpu-check`): every CUDA path of the suite exercised once, with figures.
 
-    python tools/gpu_check.py [--tier2] [--batch 128] [--out work_dirs/gpu_check]
-"""
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without PYTHONPATH
-
-from benchmarks.gpu_check import main  # noqa: E402
+Implemented in sdae_suite/commands/gpu_check.py; `--help` for usage."""
+from sdae_suite.commands.gpu_check import main
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--tier2', action='store_true', help='also fine-tune the demo Mask R-CNN and UperNet with --amp '
-                                                        '(needs mmcv with CUDA ops: make gpu-check TIER2=1)')
-    p.add_argument('--batch', type=int, default=128, help='images per pretraining step (ViT-B/16, 224 px)')
-    p.add_argument('--out', default='work_dirs/gpu_check')
-    args = p.parse_args()
-    sys.exit(main(tier2=args.tier2, batch=args.batch, out=args.out))
+    raise SystemExit(main())

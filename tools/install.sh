@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent, reproducible install of the pinned stack (requirements.txt) into .venv/.
+# Idempotent, reproducible install of the pinned stack (requirements.txt) into .venv/, then of the suite itself (the
+# package sdae_suite, editable: the checkout's code is what runs).
 #
 # Why a script and not a plain `pip install -r`: PyPI has mmcv 2.1.0 (the newest that mmdet 3.3.0 / mmseg 1.2.2 accept)
 # only as a source distribution, and it does not compile against torch 2.14 headers as shipped (it hard-codes -std=c++17,
@@ -25,9 +26,9 @@ say() { printf '[install] %s\n' "$*"; }
 pin() { grep -E "^$1==" "$REQ" | sed -E 's/[[:space:]]*#.*$//; s/[[:space:]]+$//'; }
 
 # Fast path: nothing changed since the last successful install (same requirements, same script, venv intact).
-want_stamp="$( (cat "$REQ" "${BASH_SOURCE[0]}"; echo "mmcv-cuda=${SDAE_MMCV_CUDA:-auto}") | sha256sum | cut -d' ' -f1)"
+want_stamp="$( (cat "$REQ" "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}"; echo "mmcv-cuda=${SDAE_MMCV_CUDA:-auto}") | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
-  if "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, timm" 2>/dev/null; then
+  if "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, timm, sdae_suite.backbones" 2>/dev/null; then
     say "up to date ($VENV)"
     exit 0
   fi
@@ -101,12 +102,16 @@ fi
 say "the rest of requirements.txt"
 "${PIP[@]}" "${INSTALL[@]}" -r "$REQ" --find-links "$WHEEL_DIR"
 
+say "the suite itself (editable)"
+# --no-deps: the stack above is the pinned one; --no-build-isolation: setuptools is already here (no download).
+"${PIP[@]}" "${INSTALL[@]}" --no-deps --no-build-isolation -e "$ROOT"
+
 say "byte-compiling the stack on $(nproc) cores"
 # exit status 1 is expected: a few third-party files are not Python 3.11 syntax (torch's py312 test helpers), which
 # pip's own compile step skips just as silently
 "$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
   >/dev/null 2>&1 || true
-"$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, timm, pycocotools" \
+(cd / && "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, timm, pycocotools, sdae_suite.backbones") \
   || { echo "[install] the installed stack does not import; run: make doctor" >&2; exit 1; }
 echo "$want_stamp" > "$STAMP"
 say "done ($VENV)"

@@ -2,7 +2,6 @@
 #   ROOT        the repository root
 #   PY          the Python that runs the tools: $PYTHON when set (tools/run_benchmark.py exports its own interpreter,
 #               so that every stage runs in the environment the pipeline runs in), else .venv/bin/python, else python3
-#   PYTHONPATH  with ROOT first, so `backbones`, `pretrain`, `report` and `tools` import from this checkout
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -n "${PYTHON:-}" ]]; then
   PY="$(command -v "$PYTHON" || true)"
@@ -15,7 +14,11 @@ elif [[ -x "$ROOT/.venv/bin/python" ]]; then
 else
   PY=python3
 fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The suite is an installed package (tools/install.sh installs this checkout in editable mode): say so at once if not.
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('sdae_suite.backbones') is None)" 2>/dev/null; then
+  echo "$(basename "$0"): $PY cannot import sdae_suite; install the suite first: bash tools/install.sh (or pip install -e .)" >&2
+  exit 2
+fi
 
 # require_args MIN GIVEN USAGE: print the usage line and exit 2 when fewer than MIN arguments were given.
 require_args() {

@@ -1,94 +1,9 @@
+#!/usr/bin/env python
 """Evaluate a fine-tuned detector or segmentor checkpoint; writes ``<work_dir>/test_results.json`` (COCO bbox/segm AP
 for mmdet configs, mIoU/mAcc/aAcc for mmseg configs; the config's default_scope says which).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
-
-Refuses, before evaluating, a checkpoint that is not a model of the config (preflight/checkpoints.py: counts and
-first keys of the missing / unexpected / mis-shaped tensors), and test data with problems (tools/check_dataset.py's
-checks, preflight/dataset.py).
-"""
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-import backbones  # noqa: E402, F401  (safe checkpoint loading, registers SdAEViT & co. in mmdet and mmseg)
-from backbones.run_record import now, pretrained_of, task_of, write_json  # noqa: E402
-from preflight.checkpoints import CheckpointFitsHook, CheckpointMismatchError, checkpoint_file_problem  # noqa: E402
-from tools.train import adapt_to_machine, check_data, merge_options, per_run_visualizer  # noqa: E402
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config')
-    p.add_argument('checkpoint', help='a checkpoint written by tools/train.py')
-    p.add_argument('--work-dir', help="default: the checkpoint's folder")
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = p.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def _plain(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    problem = checkpoint_file_problem(args.checkpoint, 'the checkpoint to test')
-    if problem:
-        raise SystemExit(f'[test] {problem}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    merge_options(cfg, args.cfg_options, args.config, 'test')
-    kind = task_of(cfg)
-    rank = int(os.environ.get('RANK', 0))
-    check_data(cfg, ('test_dataloader',), 'test', verbose=rank == 0)
-    cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
-    cfg.load_from = args.checkpoint
-    adapt_to_machine(cfg, args.launcher, amp=False)
-    per_run_visualizer(cfg)
-    # The pretrained backbone is a property of the training run: take it from the run's status file when there is one.
-    status_file = Path(args.checkpoint).parent / 'run_status.json'
-    if status_file.is_file():
-        status = json.loads(status_file.read_text())
-        pretrained, meta = status.get('pretrained'), status.get('pretrained_meta')
-    else:
-        pretrained, meta = pretrained_of(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.register_hook(CheckpointFitsHook(args.checkpoint, args.config))
-    try:
-        metrics = {k: _plain(v) for k, v in runner.test().items()}
-    except CheckpointMismatchError as e:
-        raise SystemExit(f'[test] {e}') from None
-    if not metrics:
-        raise RuntimeError(f'{args.checkpoint}: the evaluation returned no metrics (see the log above: usually the '
-                           f'model predicted nothing above test_cfg score_thr on the whole set); no test_results.json '
-                           f'written')
-    result = dict(task=kind, recipe=Path(args.config).stem, config=args.config, checkpoint=args.checkpoint,
-                  pretrained=pretrained, pretrained_meta=meta, metrics=metrics, time=now(), status='ok')
-    if rank == 0:
-        out = Path(cfg.work_dir) / 'test_results.json'
-        write_json(out, result)
-        print(f'[test] {kind} metrics: ' + ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-                                                   for k, v in metrics.items()) + f'\n[test] wrote {out}', flush=True)
-    return result
-
+Implemented in sdae_suite/commands/test.py; `--help` for usage."""
+from sdae_suite.commands.test import main
 
 if __name__ == '__main__':
     main()

@@ -60,7 +60,7 @@ demo_val_evaluator = dict(ann_file=demo_data_root + 'annotations/instances_val.j
 # 80 (was 100 until 2026-12-03): `make demo` must fit 20 min on 2 cores; 3 runs x 20 iterations = 66 s
 demo_max_iters = 80
 demo_train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=demo_max_iters, val_interval=demo_max_iters)
-demo_optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=3e-4, weight_decay=0.05),
+demo_optim_wrapper = dict(type='FiniteGradOptimWrapper', optimizer=dict(lr=3e-4, weight_decay=0.05),
                           paramwise_cfg=dict(layer_decay_rate=0.75))
 demo_param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),

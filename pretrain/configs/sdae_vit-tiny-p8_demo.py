@@ -33,7 +33,7 @@
 # |   iteration, epoch momentum |            |              |                 |                                             |
 # | random init (no pretraining)| 18.3-21.3  | 25.0-30.0    | 19.9-20.5       |                                             |
 # With the copied teacher the targets collapse towards one direction (effective rank 31.8 of 192, mean cosine to the
-# batch mean 0.89; official: 71.1, 0.60). None beats random init on the probes at this budget (README.md).
+# batch mean 0.89; official: 71.1, 0.60). None beats random init on the probes at this budget (docs/demo.md).
 # (copy: `make demo`, heads seeds 0-2, mean; *: seed 0 only. diagnose_targets on 20 held-out COCO-demo images.)
 #   tools/pretrain.sh pretrain/configs/sdae_vit-tiny-p8_demo.py 1
 _base_ = ['./sdae_vit-base-p16_300e_in1k.py']

@@ -4,7 +4,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),  # loss, lr, time, ETA
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Epoch checkpoints only: the resume state (RNG, sampler position, EMA schedule) is exact at epoch boundaries.
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
+    checkpoint=dict(type='CrashSafeCheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 custom_hooks = [

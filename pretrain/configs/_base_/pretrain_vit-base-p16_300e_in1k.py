@@ -36,7 +36,7 @@ train_dataloader = dict(
 blr = 2.666e-4
 amp = True  # bf16 autocast where the GPU supports it, fp16 + dynamic loss scaling otherwise; fp32 on CPU
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='FiniteGradOptimWrapper',  # stops on a non-finite gradient before the step (sdae_suite/engine)
     constructor='PretrainOptimWrapperConstructor',
     # Constant weight decay 0.04 (the official --weight_decay_end 0.4 is parsed but never used). No decay on biases
     # and 1-D parameters only: cls_token and mask_token ARE decayed (timm 0.3.2 add_weight_decay, empty skip list);

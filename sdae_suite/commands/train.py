@@ -1,0 +1,228 @@
+"""Fine-tune a detector (mmdet config) or a segmentor (mmseg config); the config's default_scope says which.
+
+    python tools/train.py CONFIG [--pretrained CKPT [--pretrained-branch student|teacher]] [--work-dir DIR]
+                          [--resume [CKPT]] [--amp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+``--resume`` without a path resumes from the latest checkpoint in the work dir. Writes ``<work_dir>/run_status.json``.
+Runs are seeded (``randomness.seed``, default 0 when the config sets none) and their checkpoints hold every rank's RNG
+state (RNGStateHook), so a resumed run continues exactly like an uninterrupted one. Before anything is built, the
+inputs are checked (preflight/): --cfg-options keys, the checkpoint files, and the train/val data with the checks of
+tools/check_dataset.py (image headers, label maps; annotations mmdet would drop are counted in a warning).
+On a machine without CUDA the run is adapted and the changes are printed: fp32 instead of AMP, gloo instead of NCCL,
+and no SyncBN conversion (PyTorch's SyncBN needs CUDA). SyncBN is never used without a process group.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import sdae_suite.backbones  # noqa: F401  (registers SdAEViT & co. in mmdet and mmseg)
+import sdae_suite.engine  # noqa: F401  (registers our hooks and optimizer wrapper)
+from sdae_suite.backbones.pretrained import read_meta
+from sdae_suite.contracts import RunStatus
+from sdae_suite.engine.launch import adapt_cpu_launch, join_cpu_process_group, replace_syncbn
+from sdae_suite.engine.run_record import RunRecorder
+from sdae_suite.preflight.checkpoints import checkpoint_file_problem
+from sdae_suite.preflight.config_keys import UnknownConfigKeyError, check_option_keys
+from sdae_suite.preflight.dataset import DatasetError, check_run_datasets
+
+DEFAULT_SEED = 0  # fine-tuning runs are reproducible unless the config or --cfg-options asks otherwise
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', help='det_configs/*.py or seg_configs/*.py')
+    p.add_argument('--work-dir', help='default: work_dirs/<config stem>')
+    p.add_argument('--pretrained', help='backbone checkpoint: exported backbone, raw pretraining run, official '
+                                        'SdAE/MAE, timm or mmpretrain file')
+    p.add_argument('--pretrained-branch', choices=['student', 'teacher'],
+                   help='which encoder of a two-encoder checkpoint (raw pretraining run, official SdAE)')
+    p.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                   help='resume training; without CKPT, from the latest checkpoint in the work dir')
+    p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
+    return parse_run_args(p, argv)
+
+
+def parse_run_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The options tools/train.py and tools/test.py share (config overrides, launcher), then parse."""
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def task_of(cfg: Config) -> str:
+    """'det' or 'seg', from the config's default_scope (the toolbox it is written for)."""
+    scope = cfg.get('default_scope')
+    kinds = {'mmdet': 'det', 'mmseg': 'seg'}
+    if scope not in kinds:
+        raise ValueError(f"{cfg.filename}: default_scope is {scope!r}; transfer configs must inherit an mmdet or mmseg "
+                         f"base config (default_scope 'mmdet' or 'mmseg') so the launcher knows the task")
+    return kinds[scope]
+
+
+def pretrained_of(cfg: Config) -> tuple[str | None, dict | None]:
+    """(checkpoint path, exported-backbone meta or None) the config's backbone is initialised from."""
+    init = (cfg.model.get('backbone') or {}).get('init_cfg') or {}
+    ckpt = init.get('checkpoint') if isinstance(init, dict) else None
+    meta = read_meta(ckpt) if ckpt and Path(ckpt).is_file() else None
+    return ckpt, meta
+
+
+def adapt_to_machine(cfg: Config, launcher: str, amp: bool) -> list[str]:
+    """Settings that depend on the machine rather than on the recipe. Returns the changes made, for printing."""
+    notes = []
+    cuda = torch.cuda.is_available()
+    if launcher == 'none':
+        n = replace_syncbn(cfg.model)
+        if n:
+            notes.append(f'no process group: {n} SyncBN layers in the config -> BN')
+    if not cuda:
+        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'FiniteGradOptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
+            cfg.optim_wrapper.pop('dtype', None)
+            notes.append('no CUDA: AmpOptimWrapper -> FiniteGradOptimWrapper (fp32)')
+        if cfg.get('sync_bn'):
+            cfg.sync_bn = None
+            notes.append('no CUDA: sync_bn off (PyTorch SyncBN needs CUDA)')
+        notes += adapt_cpu_launch(cfg, launcher)
+    elif amp and cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        notes.append('--amp: AmpOptimWrapper')
+    return notes
+
+
+def per_run_visualizer(cfg: Config) -> None:
+    """mmdet/mmseg name their visualizer 'visualizer'; a second run in the same process would then reuse the first
+    run's instance and write its curves into the first run's folder. Without a name mmengine uses the run's own."""
+    if isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer.pop('name', None)
+
+
+def merge_options(cfg: Config, options: dict | None, config: str, tag: str) -> None:
+    try:
+        check_option_keys(options or {}, cfg, config)
+    except UnknownConfigKeyError as e:
+        raise SystemExit(f'[{tag}] {e}') from None
+    if options:
+        cfg.merge_from_dict(options)
+
+
+def seed_and_rng_state(cfg: Config) -> str:
+    """Default seed, and RNG states in the checkpoints for an exact resume. Returns the seed line printed at start."""
+    randomness = dict(cfg.get('randomness') or {})
+    source = 'from the config'
+    if randomness.get('seed') is None:
+        randomness['seed'], source = DEFAULT_SEED, 'default; set randomness.seed to change it'
+    cfg.randomness = randomness
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'RNGStateHook' for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type='RNGStateHook')]
+    return f"seed {randomness['seed']} ({source}); RNG states saved with every checkpoint"
+
+
+def add_tensorboard(cfg: Config) -> None:
+    """Every fine-tuning run also writes TensorBoard event files (<work_dir>/<timestamp>/vis_data/events.out.*), next
+    to mmengine's scalars.json, whatever the recipe's visualizer lists: a run property, like the machine adaptation."""
+    vis = cfg.get('visualizer')
+    if not isinstance(vis, dict):
+        return
+    backends = list(vis.get('vis_backends') or [])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        vis['vis_backends'] = [*backends, dict(type='TensorboardVisBackend')]
+
+
+def build_cfg(args: argparse.Namespace) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    merge_options(cfg, args.cfg_options, args.config, 'train')
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
+    per_run_visualizer(cfg)
+    add_tensorboard(cfg)
+    backbone = cfg.model.get('backbone', {})
+    if args.pretrained or args.pretrained_branch:
+        init = dict(backbone.get('init_cfg') or {'type': 'Pretrained'})
+        if args.pretrained:
+            init['checkpoint'] = str(Path(args.pretrained).resolve())  # recorded in the run's config and status
+        if args.pretrained_branch:
+            init['branch'] = args.pretrained_branch
+        backbone['init_cfg'] = init
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None  # mmengine picks <work_dir>/last_checkpoint
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def check_inputs(cfg: Config) -> None:
+    """Fail before any model is built on the commonest mistakes: a wrong checkpoint path, a wrong data root."""
+    init = (cfg.model.get('backbone') or {}).get('init_cfg') or {}
+    ckpt = init.get('checkpoint') if isinstance(init, dict) else None
+    for path, what in ((ckpt, 'the pretrained backbone (--pretrained or model.backbone.init_cfg.checkpoint)'),
+                       (cfg.get('load_from'), 'the checkpoint to resume or load (--resume or load_from)')):
+        problem = checkpoint_file_problem(path, what) if path else None
+        if problem:
+            raise SystemExit(f'[train] {problem}')
+    for split in ('train_dataloader', 'val_dataloader'):
+        dataset = (cfg.get(split) or {}).get('dataset') or {}
+        root = dataset.get('data_root')
+        if root and not Path(root).is_dir():
+            raise SystemExit(f'[train] dataset folder not found: {root} ({split}.dataset.data_root). For the embedded '
+                             f'demo data run `make data`; for your own data pass --cfg-options '
+                             f'{split}.dataset.data_root=PATH and check it with tools/check_dataset.py.')
+
+
+def check_data(cfg: Config, splits: tuple[str, ...], tag: str, verbose: bool) -> None:
+    """The dataset checks of tools/check_dataset.py on the data this run reads; problems stop it, drops are warned."""
+    start = time.monotonic()
+    try:
+        lines = check_run_datasets(cfg, splits)
+    except DatasetError as e:
+        raise SystemExit(f'[{tag}] {e}') from None
+    if verbose:
+        print('\n'.join(f'[{tag}] data: {line}' for line in lines)
+              + f'\n[{tag}] data checked in {time.monotonic() - start:.1f} s', flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    kind = task_of(cfg)
+    notes = adapt_to_machine(cfg, args.launcher, args.amp)
+    notes.append(seed_and_rng_state(cfg))
+    check_inputs(cfg)
+    rank = int(os.environ.get('RANK', 0))
+    check_data(cfg, ('train_dataloader', 'val_dataloader'), 'train', verbose=rank == 0)
+    pretrained, meta = pretrained_of(cfg)
+    if rank == 0:
+        print(f'[train] task {kind} | config {args.config} | work dir {cfg.work_dir}\n'
+              f'[train] pretrained backbone: {pretrained or "none (random init)"}'
+              + (f" ({meta.get('method')} {meta.get('branch')}, epoch {meta.get('epoch')})" if meta else '')
+              + f'\n[train] resume: {args.resume or "no"} | device: {"cuda" if torch.cuda.is_available() else "cpu"}'
+              + ''.join(f'\n[train] {n}' for n in notes), flush=True)
+    Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+    status = RunRecorder(cfg.work_dir, RunStatus(kind=kind, recipe=Path(args.config).stem, config=str(args.config),
+                                                 pretrained=pretrained, pretrained_meta=meta), rank)
+    join_cpu_process_group(args.launcher)
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
+    except BaseException as e:
+        status.finish(e)
+        raise
+    status.finish()
+
+
+if __name__ == '__main__':
+    main()
