@@ -21,12 +21,13 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state['torch'])
+    # torch's RNG states are CPU ByteTensors; a resume on a GPU loads the checkpoint onto the GPU (map_location)
+    torch.set_rng_state(state['torch'].cpu())
     random.setstate(state['python'])
     kind, keys, *rest = state['numpy']
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
 @HOOKS.register_module()
