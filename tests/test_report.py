@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdae_suite.commands import benchmark_report
+from sdae_suite.contracts import RunStatus
 from sdae_suite.report.runs import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +44,10 @@ def make_run(work_dir: Path, kind: str, recipe: str, *, ckpt: str | None = None,
              epochs: int = 2, max_epochs: int | None = None, lr: float = 1e-4) -> Path:
     """A run dir as tools/train.py + tools/test.py + mmengine leave it."""
     work_dir.mkdir(parents=True)
-    (work_dir / 'run_status.json').write_text(json.dumps({
-        'status': status, 'kind': kind, 'recipe': recipe, 'config': f'configs/{recipe}.py', 'pretrained': ckpt,
-        'pretrained_meta': meta, 'started': '2026-11-26T10:00:00+00:00',
-        'ended': None if status == 'running' else '2026-11-26T10:05:00+00:00', 'error': error}))
+    (work_dir / 'run_status.json').write_text(json.dumps(RunStatus(
+        status=status, kind=kind, recipe=recipe, config=f'configs/{recipe}.py', pretrained=ckpt, pretrained_meta=meta,
+        started='2026-11-26T10:00:00+00:00', ended=None if status == 'running' else '2026-11-26T10:05:00+00:00',
+        error=error).to_json()))
     # The config as trained (Config.pretty_text style), saved by mmengine's visualizer next to the training log ...
     log = work_dir / '20261126_100000' / 'vis_data' / 'scalars.json'
     log.parent.mkdir(parents=True)

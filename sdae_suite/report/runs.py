@@ -17,11 +17,11 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from sdae_suite.contracts import RUN_STATUS_FILE, TEST_RESULTS_FILE
+from sdae_suite.contracts import RUN_STATUS_FILE, TEST_RESULTS_FILE, RunKind, RunState, RunStatus, TestResults
 
 TIMESTAMP_DIR = re.compile(r'^\d{8}_\d{6}$')  # mmengine's Runner.timestamp, e.g. 20261126_101500
 
@@ -342,8 +342,11 @@ def read_run(path: Path, stale_after_s: float, now: float | None = None) -> Run:
         run.pretrained_meta = meta if isinstance(meta, dict) else None
         run.started, run.ended = _str_or_none(status.get('started')), _str_or_none(status.get('ended'))
         run.error = _str_or_none(status.get('error'))
-        if run.status not in ('running', 'finished', 'failed'):
+        if run.status not in get_args(RunState):
             run.notes.append(f'{status_file}: unknown status {status.get("status")!r}')
+        missing = [f.name for f in fields(RunStatus) if f.name not in status]
+        if missing:
+            run.notes.append(f'{status_file}: no {", ".join(missing)} (not the run status format of this suite)')
 
     test_file = path / TEST_RESULTS_FILE
     test = test_err = None
@@ -363,8 +366,11 @@ def read_run(path: Path, stale_after_s: float, now: float | None = None) -> Run:
             meta = test.get('pretrained_meta')
             run.pretrained_meta = meta if isinstance(meta, dict) else None
         run.metrics = _metrics_from_test(test.get('metrics'), test_file, run.kind, run.notes, run.invalid)
+        missing = sorted(TestResults.__required_keys__ - set(test))
+        if missing:
+            run.notes.append(f'{test_file}: no {", ".join(missing)} (not the test result format of this suite)')
 
-    if run.kind not in (None, 'det', 'seg', 'pretrain'):
+    if run.kind not in (None, *get_args(RunKind)):
         run.notes.append(f'{status_file}: unknown kind {run.kind!r}')
     run.train, run.val = read_scalars(path, run.notes)
     mtimes += [p.stat().st_mtime for p in _log_files(path)]
