@@ -1,8 +1,8 @@
 """Necks that turn the ViT's single-stride (1/p) maps into a pyramid, for MMDetection and MMSegmentation.
 
 - Multi-level adapter (BEiT / CAE / mmseg MAE): maps of blocks [3, 5, 7, 11] rescaled by 4, 2, 1, 0.5
-  (deconv-BN-GELU-deconv / deconv / identity / maxpool). That is exactly mmseg's ``Feature2Pyramid``; we reuse it and
-  register the same class for MMDetection too (see ``backbones/registry.py``) instead of writing a copy.
+  (deconv-BN-GELU-deconv / deconv / identity / maxpool). That is exactly mmseg's ``Feature2Pyramid``; we reuse it
+  instead of writing a copy: mmdet configs name it ``type='mmseg.Feature2Pyramid'`` (mmengine's scoped lookup).
 - ViTDet simple feature pyramid (below): from the LAST map only; no library ships it (mmdet keeps ViTDet under
   ``projects/``, outside the installed package), so it is written here.
 """

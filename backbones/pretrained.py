@@ -182,7 +182,7 @@ def read_backbone_state(path: str | os.PathLike, branch: str | None = None, key:
         return branch
 
     top = [k for k in obj if k not in ('state_dict', 'model', 'model_teacher', 'meta')]
-    if meta is not None and meta.get('format') == 'sdae-suite/backbone':
+    if meta is not None and meta.get('format') == BACKBONE_FORMAT:
         report.layout = f"exported backbone ({meta.get('method')}, epoch {meta.get('epoch')})"
         report.branch = meta.get('branch')
         if branch is not None and meta.get('branch') not in (None, branch):
@@ -310,8 +310,8 @@ def adapt_to_model(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadRe
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | None = None,
                     key: str | None = None) -> LoadReport:
-    """Load ``path`` into ``model`` (a :class:`backbones.vit.VisionTransformer`); raise on any missing/unexpected/
-    mis-shaped backbone key, log and return the report otherwise. ``branch`` / ``key``: see
+    """Load ``path`` into ``model`` (a :class:`sdae_suite.backbones.vit.VisionTransformer`); raise on any
+    missing/unexpected/ mis-shaped backbone key, log and return the report otherwise. ``branch`` / ``key``: see
     :func:`read_backbone_state`."""
     sd, report = read_backbone_state(path, branch, key)
     sd = adapt_to_model(model, sd, report)

@@ -1,8 +1,8 @@
 """Register the transfer pieces in MMDetection's AND MMSegmentation's registries (the same classes in both), under
 names of our own.
 
-Imported by ``sdae_suite/backbones/__init__.py`` when mmdet and mmseg are installed, so
-``custom_imports=dict(imports=['sdae_suite.backbones', 'sdae_suite.engine.safe_io_setup'])`` in a det or seg config is
+Imported by ``backbones/__init__.py`` (``sdae_suite.backbones``) when mmdet and mmseg are installed, so our det / seg
+configs' ``custom_imports`` (``sdae_suite.backbones``, ``sdae_suite.engine``, ``sdae_suite.engine.safe_io_setup``) are
 all it takes.
 
 Names must not collide with what mmengine, mmdet, mmseg or their ``projects/`` register: users load e.g. mmdet's own

@@ -1,10 +1,10 @@
 """The project's ViT as a detection / segmentation backbone, registered for MMDetection and MMSegmentation as
 ``SdAEViT``.
 
-A thin subclass of :class:`backbones.vit.VisionTransformer`: the same parameters and blocks as pretraining, plus what
-transfer needs: multi-block outputs as feature maps, optional final norm on them, frozen stages, and weight loading from
-any supported checkpoint layout (:mod:`backbones.pretrained`) in ``init_weights``. mmengine's ``Pretrained`` init is
-deliberately not used: it loads with ``strict=False`` and only logs what it skipped.
+A thin subclass of :class:`sdae_suite.backbones.vit.VisionTransformer`: the same parameters and blocks as pretraining,
+plus what transfer needs: multi-block outputs as feature maps, optional final norm on them, frozen stages, and weight
+loading from any supported checkpoint layout (:mod:`sdae_suite.backbones.pretrained`) in ``init_weights``. mmengine's
+``Pretrained`` init is deliberately not used: it loads with ``strict=False`` and only logs what it skipped.
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ class SdAEViT(VisionTransformer):
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, branch='student'|'teacher'|None, key=None|'model'|
             'state_dict')``, or None (random init). ``key`` picks the entry of a file holding both ``model`` and
             ``state_dict`` (such a file is an error otherwise).
-        Other arguments: see :class:`backbones.vit.VisionTransformer` (window attention, BEiT relative position bias
-        ``use_rel_pos_bias``, ViTDet decomposed relative positions ``use_rel_pos`` / ``rel_pos_img_size``, activation
-        checkpointing, drop path).
+        Other arguments: see :class:`sdae_suite.backbones.vit.VisionTransformer` (window attention, BEiT relative
+        position bias ``use_rel_pos_bias``, ViTDet decomposed relative positions ``use_rel_pos`` / ``rel_pos_img_size``,
+        activation checkpointing, drop path).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,

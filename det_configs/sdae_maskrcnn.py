@@ -97,7 +97,7 @@ max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',  # tools/train.py switches to fp32 OptimWrapper on CPU-only machines
+    type='AmpOptimWrapper',  # tools/train.py: fp32 FiniteGradOptimWrapper on CPU-only machines
     constructor='LayerDecayConstructor',
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=0.75, decay_rule='beit'))

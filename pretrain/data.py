@@ -44,7 +44,7 @@ class ImageFolderPretrainDataset(Dataset):
         scale: RandomResizedCrop area range.
         skip_corrupt: False -> an unreadable file stops the run with an error naming it; True -> it is skipped (the next
             file is used instead) and counted (``num_skipped`` in each sample, summed and logged by
-            :class:`pretrain.hooks.SkippedImagesHook`).
+            :class:`sdae_suite.pretrain.hooks.SkippedImagesHook`).
     """
 
     def __init__(self, data_root: str, img_size: int = 224, scale: tuple[float, float] = (0.2, 1.0),

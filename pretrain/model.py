@@ -1,9 +1,9 @@
 """SdAE and MAE pretraining in one model family: the objectives differ, the code that runs them does not.
 
-Shared: student ViT encoder (``backbones.vit.VisionTransformer``, MAE random masking), MAE decoder with mask tokens.
-``objective='sdae'``: the head predicts the features an EMA teacher (``self.teacher``, updated by
-:class:`pretrain.hooks.EMATeacherHook`) computes from multi-fold masked views; loss 1 - cosine. The defaults are the
-official code's (AbrahamYabo/SdAE): token-axis cosine, timm-0.3.2 random teacher, folds.
+Shared: student ViT encoder (``sdae_suite.backbones.vit.VisionTransformer``, MAE random masking), MAE decoder with mask
+tokens. ``objective='sdae'``: the head predicts the features an EMA teacher (``self.teacher``, updated by
+:class:`sdae_suite.pretrain.hooks.EMATeacherHook`) computes from multi-fold masked views; loss 1 - cosine. The defaults
+are the official code's (AbrahamYabo/SdAE): token-axis cosine, timm-0.3.2 random teacher, folds.
 ``objective='mae'``: the head predicts pixels (optionally per-patch normalised); loss MSE. No teacher is built.
 """
 from __future__ import annotations
@@ -181,8 +181,8 @@ class MaskedPretrainer(BaseModel):
     """Masked-image pretraining: SdAE (``objective='sdae'``) or MAE (``objective='mae'``).
 
     Args:
-        encoder: kwargs of :class:`backbones.vit.VisionTransformer` (student; the teacher: same, drop path 0).
-        decoder: kwargs of :class:`MaskedDecoder` (``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``).
+        encoder: kwargs of :class:`sdae_suite.backbones.vit.VisionTransformer` (student; the teacher: same, drop path
+        0). decoder: kwargs of :class:`MaskedDecoder` (``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``).
         mask_ratio: fraction of patches hidden from the student.
         num_folds: K, the number of teacher views the masked patches are split into (SdAE).
         teacher_view: 'folds' (official: K sequences of n masked patches + cls) or 'full' (whole image, the official

@@ -24,7 +24,7 @@ class PretrainOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                                                             no_weight_decay_list=no_decay)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         wrapper_cfg = self.optim_wrapper_cfg.copy()
-        wrapper_cfg.setdefault('type', 'OptimWrapper')
+        wrapper_cfg.setdefault('type', 'FiniteGradOptimWrapper')  # the suite's default: no step on a non-finite grad
         return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
 
 

@@ -1,18 +1,19 @@
 """The formats that pass between stages, written down once: each writer and each reader imports its structure from here.
 
-- ``<work_dir>/run_status.json`` (:class:`RunStatus`): written by ``engine.run_record.RunRecorder`` for
-  tools/pretrain.py and tools/train.py; read by the report (``report.runs``) and tools/test.py.
-- a pretraining checkpoint's ``meta['sdae']`` (:class:`PretrainMeta`): written by ``pretrain.hooks.PretrainMetaHook``;
-  read by tools/export_backbone.py.
+- ``<work_dir>/run_status.json`` (:class:`RunStatus`): written by ``sdae_suite.engine.run_record.RunRecorder`` for
+  tools/pretrain.py and tools/train.py; read by the report (``sdae_suite.report.runs``) and tools/test.py.
+- a pretraining checkpoint's ``meta['sdae']`` (:class:`PretrainMeta`): written by
+  ``sdae_suite.pretrain.hooks.PretrainMetaHook``; read by tools/export_backbone.py.
 - an exported backbone ``{'state_dict', 'meta'}`` (:class:`BackboneMeta`): written by tools/export_backbone.py; read by
-  ``backbones.pretrained`` (every ``--pretrained``), the probes and the report.
+  ``sdae_suite.backbones.pretrained`` (every ``--pretrained``), the probes and the report.
 - ``<work_dir>/test_results.json`` (:class:`TestResults`): written by tools/test.py; read by the report, the pictures
   and the pipeline.
 - ``<probes>/<row>/<probe>_seed<N>.json`` (:class:`ProbeResult`, :func:`probe_result_path`): written by
-  ``probes.suite.probe_checkpoint``; read by ``report.probes`` and the pipeline.
-- ``<report>/results.json`` (format ``REPORT_FORMAT``): written by ``report.render``; read by users and tests.
+  ``sdae_suite.probes.suite.probe_checkpoint``; read by ``sdae_suite.report.probes`` and the pipeline.
+- ``<report>/results.json`` (format ``REPORT_FORMAT``): written by ``sdae_suite.report.render``; read by users and
+  tests.
 
-All JSON is written by the one atomic writer, :func:`sdae_suite.engine.atomic.atomic_write_json`.
+Every file a stage hands on is written by the one atomic writer (:mod:`sdae_suite.engine.atomic`).
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def now() -> str:
 
 
 class PretrainMeta(TypedDict):
-    """``meta['sdae']`` of every pretraining checkpoint (``pretrain.hooks.PretrainMetaHook``); tools/export_backbone.py
-    copies it into the exported backbone's :class:`BackboneMeta`."""
+    """``meta['sdae']`` of every pretraining checkpoint (``sdae_suite.pretrain.hooks.PretrainMetaHook``);
+    tools/export_backbone.py copies it into the exported backbone's :class:`BackboneMeta`."""
     method: str  # 'sdae' | 'mae'
     arch: dict[str, Any]
     epoch: int
@@ -95,7 +96,7 @@ class TestResults(TypedDict):
 
 
 class ProbeResult(TypedDict):
-    """One probe of one checkpoint at one seed (``probes.suite.probe_checkpoint``)."""
+    """One probe of one checkpoint at one seed (``sdae_suite.probes.suite.probe_checkpoint``)."""
     format: str  # PROBE_RESULT_FORMAT
     probe: str  # one of PROBES
     name: str

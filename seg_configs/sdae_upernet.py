@@ -60,7 +60,7 @@ model = dict(
 
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',  # tools/train.py switches to fp32 OptimWrapper on CPU-only machines
+    type='AmpOptimWrapper',  # tools/train.py: fp32 FiniteGradOptimWrapper on CPU-only machines
     constructor='LayerDecayConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=0.65, decay_rule='beit'))

@@ -159,8 +159,7 @@ def test_two_process_gloo_run(tmp_path, data_root):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHON=sys.executable, MASTER_PORT=str(port), OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = dict(os.environ, PYTHON=sys.executable, MASTER_PORT=str(port), OMP_NUM_THREADS='1')  # the installed suite
     wd = tmp_path / 'ddp'
     proc = subprocess.run(['bash', str(ROOT / 'tools/pretrain.sh'), cfg, '2', '--work-dir', str(wd)], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)

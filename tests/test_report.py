@@ -341,7 +341,7 @@ def test_stale_running_run(tmp_path, capsys):
 
 
 def test_script_entry_point(bench, tmp_path):
-    # Run from elsewhere without the repository on PYTHONPATH: the script finds its own modules.
+    # Run from elsewhere without the repository on PYTHONPATH: the installed package is all the script needs.
     path = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p and Path(p).resolve() != ROOT]
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark_report.py'), str(bench / 'random'),
                            '--out', str(tmp_path / 'o')], capture_output=True, text=True, cwd=tmp_path,

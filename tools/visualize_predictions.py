@@ -3,7 +3,11 @@
 init (side by side), one PNG per task.
 
 Implemented in sdae_suite/commands/visualize_predictions.py; `--help` for usage."""
-from sdae_suite.commands.visualize_predictions import main
+import importlib.util
+
+if importlib.util.find_spec('sdae_suite') is None:
+    raise SystemExit(f'{__file__}: sdae_suite is not installed for this Python; run `make install` (tools/install.sh)')
+from sdae_suite.commands.visualize_predictions import main  # noqa: E402
 
 if __name__ == '__main__':
     raise SystemExit(main())

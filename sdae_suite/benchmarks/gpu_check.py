@@ -29,6 +29,7 @@ import torch
 
 from sdae_suite import REPO_ROOT
 from sdae_suite.contracts import TEST_RESULTS_FILE
+from sdae_suite.engine.atomic import atomic_write_json, atomic_write_text
 
 ROOT = REPO_ROOT
 MFU_TARGET = 0.40
@@ -313,8 +314,7 @@ def main(tier2: bool = False, batch: int = 128, out: str | Path = 'work_dirs/gpu
     print('\n' + format_table(checks))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(json.dumps(dict(figures=figures, checks=[asdict(c) for c in checks]), indent=2,
-                                                 default=str))
-    (out / 'results.md').write_text(markdown_table(checks) + '\n')
+    atomic_write_json(dict(figures=figures, checks=[asdict(c) for c in checks]), out / 'results.json')
+    atomic_write_text(markdown_table(checks) + '\n', out / 'results.md')
     print(f'[gpu-check] wrote {out}/results.json and results.md')
     return 0 if all(c.ok for c in checks) else 1

@@ -21,6 +21,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 from sdae_suite import REPO_ROOT
+from sdae_suite.engine.atomic import atomic_write_json
 from sdae_suite.pretrain.hooks import ema_update
 from sdae_suite.pretrain.model import MaskedPretrainer
 
@@ -205,10 +206,8 @@ def format_table(result: dict) -> str:
 
 
 def save(result: dict, out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return out
+    atomic_write_json(result, out)
+    return Path(out)
 
 
 if __name__ == '__main__':  # the memory probe's child process: spec as JSON, thread count

@@ -12,10 +12,9 @@ The measurement lives in sdae_suite/benchmarks/vitdet_speed.py.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from sdae_suite.benchmarks.vitdet_speed import measure
+from sdae_suite.engine.atomic import atomic_write_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
           f'{result.machine}')
     out = result.to_dict()
     if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2))
+        atomic_write_json(out, args.out)
     return out
 
 

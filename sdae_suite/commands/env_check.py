@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
@@ -67,13 +66,18 @@ def check_mmcv_ops() -> tuple[bool, str, str]:
 
 def check_safe_loading() -> tuple[bool, str, str]:
     try:
+        from mmengine.runner import CheckpointLoader
+
         import sdae_suite.engine.checkpoint_io as cio
 
-        if not cio.is_installed():  # the commands package installs it on import
-            return False, 'mmengine checkpoint schemes are not routed through the gate', REINSTALL
+        cio.install_safe_checkpoint_io()  # what every command does; is every scheme mmengine knows gated after it?
+        if not cio.is_installed():
+            unknown = sorted(p for p, f in CheckpointLoader._schemes.items() if f.__module__ != cio.__name__)
+            return False, f'checkpoint schemes not routed through the gate: {unknown}', \
+                'a library imported here registered them after the suite; report it with this output'
         return True, f'weights_only loading with {len(cio.ALLOWED_GLOBALS)} allow-listed types, every scheme gated', ''
     except Exception as e:
-        return False, f'{type(e).__name__}: {e}', f'the suite is not installed in this environment: {REINSTALL}'
+        return False, f'{type(e).__name__}: {e}', f'the suite or its stack is not installed here: {REINSTALL}'
 
 
 def devices() -> dict[str, object]:
@@ -135,9 +139,10 @@ def main() -> int:
     failed = [n for n, (ok, _, _) in checks.items() if not ok]
     print('All checks passed.' if not failed else f'{len(failed)} check(s) failed: {", ".join(failed)}')
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            'checks': {n: {'ok': ok, 'found': f, 'fix': fix} for n, (ok, f, fix) in checks.items()},
-            'devices': dev, 'ok': not failed}, indent=2, default=str))
+        from sdae_suite.engine.atomic import atomic_write_json
+
+        atomic_write_json({'checks': {n: {'ok': ok, 'found': f, 'fix': fix} for n, (ok, f, fix) in checks.items()},
+                           'devices': dev, 'ok': not failed}, args.json)
     return 1 if failed else 0
 
 

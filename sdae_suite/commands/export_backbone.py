@@ -5,7 +5,7 @@
 
 OUT = {'state_dict': timm-style VisionTransformer keys (no prefix), 'meta': {'format': 'sdae-suite/backbone',
 'version': 1, 'method', 'branch', 'epoch', 'arch', 'config', 'git_commit'}}, written atomically. The transfer
-backbone (and ``backbones.vit.VisionTransformer(**meta['arch'])``) loads it without conversion.
+backbone (and ``sdae_suite.backbones.vit.VisionTransformer(**meta['arch'])``) loads it without conversion.
 """
 from __future__ import annotations
 

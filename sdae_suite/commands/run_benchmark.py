@@ -121,7 +121,7 @@ PRESETS: dict[str, Preset] = {
                         det_opts=('train_cfg.max_iters=600', 'train_cfg.val_interval=200', 'param_scheduler.1.end=600',
                                   'param_scheduler.1.milestones=[480]'),
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
-                        # measured 2026-12-03 on 2 idle CPU cores (fresh clone of 6b18e61, --seeds 0: 1 h 26 min)
+                        # measured 2026-12-03 on 2 idle CPU cores (a fresh clone, --seeds 0: 1 h 26 min)
                         est={'data': 40, 'pretrain-sdae': 1030, 'pretrain-mae': 600, 'export': 12, 'probe': 55,
                              'det': 850, 'det_test': 25, 'seg': 245, 'seg_test': 20, 'report': 5, 'visualize': 30}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',

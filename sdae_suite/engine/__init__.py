@@ -1,6 +1,6 @@
 """Run infrastructure shared by pretraining, fine-tuning and the pipeline: the one atomic writer (``atomic``), safe
-checkpoint loading and its one global installation (``checkpoint_io``), the hooks and optimizer wrapper every run uses
-(``hooks``, ``optim_wrapper``), CPU / multi-process launch (``launch``) and the run record (``run_record``).
+checkpoint loading and its one global installation (``checkpoint_io``), the hooks and optimizer wrapper our configs
+choose (``hooks``, ``optim_wrapper``), CPU / multi-process launch (``launch``) and the run record (``run_record``).
 
 Importing registers our own classes under our own names (``CrashSafeCheckpointHook``, ``RNGStateHook``,
 ``SdAERecipeBatchHook``, ``FiniteGradOptimWrapper``, the ``sdae_atomic_local`` file backend) and changes nothing else.

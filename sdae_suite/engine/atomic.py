@@ -10,8 +10,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, never a prefix.
@@ -40,6 +38,8 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a truncated file behind."""
+    import torch  # here: the rest of this module serves processes that never load torch (the pipeline, the doctor)
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(buf.getvalue(), path)

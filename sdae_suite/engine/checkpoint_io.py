@@ -21,7 +21,8 @@
    ``CheckpointLoader``, whose loaders for the remote schemes call ``torch.hub.load_state_dict_from_url`` with
    ``weights_only=False``: a URL in a config would bypass the allow-list entirely. Nothing a config or an entry point
    can pass routes those loads elsewhere, so the installation routes mmengine's schemes through the gate. Importing any
-   module of the suite changes nothing in torch or mmengine.
+   library module of the suite changes nothing in torch or mmengine; the two that install it on import are the
+   entry points' package ``sdae_suite.commands`` and ``sdae_suite.engine.safe_io_setup`` (for configs).
 3. Saving: mmengine writes checkpoints with ``LocalBackend.put`` straight onto the target path: a run killed mid-write
    leaves a truncated ``epoch_N.pth`` that ``--resume`` then picks. :class:`AtomicLocalBackend` writes to a temporary
    file in the same folder, fsyncs and renames (atomic on POSIX); it is registered under a name of its own and used

@@ -1,10 +1,11 @@
-"""The optimizer wrapper every run of the suite uses (``optim_wrapper = dict(type='FiniteGradOptimWrapper', ...)``).
+"""The optimizer wrapper of every fp32 run of the suite (``optim_wrapper = dict(type='FiniteGradOptimWrapper', ...)``):
+the demo configs, pretraining without AMP, and the full recipes on a CPU-only machine (tools/train.py switches them).
 
 A step whose gradients hold NaN or inf is not applied; the run stops with :class:`NonFiniteGradientError` naming the
 parameters, so the weights (and the last checkpoint) stay finite. We stop rather than skip: one non-finite gradient in
-fp32 means the run has diverged or the data is broken, and a silently skipped step hides both. (``AmpOptimWrapper``,
-which ``--amp`` selects, keeps its own behaviour: fp16 loss scaling produces inf gradients by design, and its
-GradScaler skips those steps.)
+fp32 means the run has diverged or the data is broken, and a silently skipped step hides both. (AMP runs use
+``AmpOptimWrapper``, the full det / seg recipes and ``amp = True`` pretraining on a GPU among them: fp16 loss scaling
+produces inf gradients by design, and its GradScaler skips those steps.)
 """
 from __future__ import annotations
 

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sdae_suite.engine.atomic import atomic_write_json
+
 COCO_SPLITS = ('train', 'val')
 ADE_SPLITS = ('training', 'validation')
 MAX_LISTED = 10  # problems of one kind printed in full; the rest are counted
@@ -369,8 +371,8 @@ def check_root(root: Path, kind: str | None = None, num_classes: int | None = No
     verdict = 'OK' if f.ok() else f'{sum(len(v) for v in f.problems.values())} problems'
     print(f'check_dataset: {kind} root {root} (expecting {n} classes): {verdict}\n{f.render()}')
     if json_out:
-        json_out.write_text(json.dumps(dict(root=str(root), kind=kind, num_classes=n, ok=f.ok(), info=f.info,
-                                            problems=f.problems), indent=2))
+        atomic_write_json(dict(root=str(root), kind=kind, num_classes=n, ok=f.ok(), info=f.info, problems=f.problems),
+                          json_out)
     return 0 if f.ok() else 1
 
 

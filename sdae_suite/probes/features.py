@@ -1,7 +1,7 @@
 """Frozen features of a checkpoint's encoder, computed once and cached on disk.
 
-The encoder is the suite's one ViT (:class:`backbones.vit.VisionTransformer`), loaded with
-:func:`backbones.pretrained.load_pretrained` (every layout that loader accepts), or a random init for a seed.
+The encoder is the suite's one ViT (:class:`sdae_suite.backbones.vit.VisionTransformer`), loaded with
+:func:`sdae_suite.backbones.pretrained.load_pretrained` (every layout that loader accepts), or a random init for a seed.
 Its architecture comes from the checkpoint's metadata (exported backbones: ``meta['arch']``; raw pretraining
 checkpoints: ``meta['sdae']['arch']``) or, for layouts without one, from the caller.
 """

@@ -4,7 +4,7 @@
   {"format": "sdae-suite/probe-result", "probe": "knn" | "linear" | "seg", "name", "checkpoint", "checkpoint_meta",
    "seed", "metrics": {...}, "settings": {...}, "data": {...}, "time_s": {...}}
 
-``report.probes`` reads these files; ``tools/probe.py`` is the command line.
+``sdae_suite.report.probes`` reads these files; ``tools/probe.py`` is the command line.
 """
 from __future__ import annotations
 

@@ -1,3 +1,3 @@
-"""The benchmark report: read run dirs (`report.runs`), compare checkpoints across them (`report.compare`) and write
-report.md / report.html / results.json / results.csv / plots (`report.render`). `tools/benchmark_report.py` is the
-command line in front of it."""
+"""The benchmark report: read run dirs (`sdae_suite.report.runs`), compare checkpoints across them
+(`sdae_suite.report.compare`) and write report.md / report.html / results.json / results.csv / plots
+(`sdae_suite.report.render`). `tools/benchmark_report.py` is the command line in front of it."""

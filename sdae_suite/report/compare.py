@@ -1,6 +1,6 @@
 """Rows (one per pretrained checkpoint) and cells (one per task) of the benchmark report, built from the runs that
-`report.runs` reads: means over seeds, deltas to a baseline, recipe checks. `generate` is the whole report, as
-`tools/benchmark_report.py` runs it.
+`sdae_suite.report.runs` reads: means over seeds, deltas to a baseline, recipe checks. `generate` is the whole report,
+as `tools/benchmark_report.py` runs it.
 """
 from __future__ import annotations
 

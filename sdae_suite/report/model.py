@@ -1,5 +1,6 @@
 """The report's structure: rows (one per pretrained checkpoint or published reference), cells (one per task) and the
-:class:`Report` that ``report.compare.make_report`` builds and the renderers, the probe tables and the verdict read."""
+:class:`Report` that ``sdae_suite.report.compare.make_report`` builds and the renderers, the probe tables and the
+verdict read."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,9 +1,9 @@
 """Frozen-feature probe results in the benchmark report: the table beside fine-tuning (mean ± std over seeds) and the
 probe-vs-pretraining-epoch curves of pretraining runs.
 
-Reads only what the suite writes: ``probes.suite`` result files (``<out>/<name>/<probe>_seed<seed>.json``, format
-``sdae-suite/probe-result``) found under the report's inputs, and the ``probe/*`` lines that
-``pretrain.probe_hook.ProbeHook`` adds to a pretraining run's scalars.json.
+Reads only what the suite writes: ``sdae_suite.probes.suite`` result files (``<out>/<name>/<probe>_seed<seed>.json``,
+format ``sdae-suite/probe-result``) found under the report's inputs, and the ``probe/*`` lines that
+``sdae_suite.pretrain.probe_hook.ProbeHook`` adds to a pretraining run's scalars.json.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def aggregate(report: Report) -> list[dict[str, Any]]:
 
 
 def probe_table(report: Report) -> tuple[str, list[str], list[list[str]], list[str], list[str]] | None:
-    """The table in the shape ``report.render.tables`` returns (title, header, body, notes, row states)."""
+    """The table in the shape ``sdae_suite.report.render.tables`` returns (title, header, body, notes, row states)."""
     entries = aggregate(report)
     if not entries:
         return None

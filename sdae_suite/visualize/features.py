@@ -1,9 +1,9 @@
 """What a ViT checkpoint attends to and how its patch features group: last-block cls-to-patch attention per head
 (and their mean), and the first three PCA components of the patch features shown as RGB.
 
-The ViT is ``backbones.vit.VisionTransformer``. It attends through ``F.scaled_dot_product_attention``, which returns
-no weights, so the weights are recomputed from the input of the last block's attention, caught by a forward hook:
-softmax(q k^T / sqrt(d) + bias) with the block's own ``qkv`` layer (:func:`attention_weights`). The model is not
+The ViT is ``sdae_suite.backbones.vit.VisionTransformer``. It attends through ``F.scaled_dot_product_attention``, which
+returns no weights, so the weights are recomputed from the input of the last block's attention, caught by a forward
+hook: softmax(q k^T / sqrt(d) + bias) with the block's own ``qkv`` layer (:func:`attention_weights`). The model is not
 forked or patched.
 
 Maps as shown:
@@ -28,11 +28,11 @@ from torch import nn
 
 from sdae_suite.backbones.pretrained import CheckpointMismatchError, load_pretrained, read_backbone_state
 from sdae_suite.backbones.vit import Attention, VisionTransformer
+from sdae_suite.contracts import BACKBONE_FORMAT, IMAGE_EXTENSIONS, RANDOM_INIT
 
 # The pretraining data preprocessor's normalisation (RGB, 0-255), as every checkpoint here was trained with.
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 RANDOM = 'random'
 
 
@@ -85,7 +85,7 @@ def build_model(arch: dict[str, Any]) -> VisionTransformer:
 
 
 def _default_name(meta: dict | None, path: str) -> str:
-    if meta and meta.get('format') == 'sdae-suite/backbone':
+    if meta and meta.get('format') == BACKBONE_FORMAT:
         return f"{meta.get('method')} {meta.get('epoch')}ep {meta.get('branch') or ''}".strip()
     sdae = (meta or {}).get('sdae') or {}
     if sdae.get('method'):
@@ -94,7 +94,7 @@ def _default_name(meta: dict | None, path: str) -> str:
 
 
 def load_encoder(spec: str, branch: str = 'student', num_heads: int | None = None) -> Encoder:
-    """``spec``: ``PATH`` or ``NAME=PATH``, any layout ``backbones.pretrained`` reads."""
+    """``spec``: ``PATH`` or ``NAME=PATH``, any layout ``sdae_suite.backbones.pretrained`` reads."""
     name, _, path = spec.partition('=') if '=' in spec and not Path(spec).exists() else ('', '', spec)
     if not Path(path).is_file():
         raise SystemExit(f'[visualize_features] checkpoint not found: {path} (pass a checkpoint file, NAME=FILE, or '
@@ -117,10 +117,10 @@ def load_encoder(spec: str, branch: str = 'student', num_heads: int | None = Non
     return Encoder(name or _default_name(report.meta, path), model, path, report.layout, arch)
 
 
-def random_encoder(arch: dict[str, Any], seed: int, name: str = 'random init') -> Encoder:
+def random_encoder(arch: dict[str, Any], seed: int, name: str = RANDOM_INIT) -> Encoder:
     """The architecture's own init (MAE's: xavier, small-normal cls token), seeded."""
     torch.manual_seed(seed)
-    return Encoder(name, build_model(arch), f'random init (seed {seed})', 'random init', dict(arch))
+    return Encoder(name, build_model(arch), f'{RANDOM_INIT} (seed {seed})', RANDOM_INIT, dict(arch))
 
 
 # ---------------------------------------------------------------- images
@@ -130,10 +130,10 @@ def list_images(folder: Path, num: int) -> list[Path]:
     if not folder.is_dir():
         raise SystemExit(f'[visualize_features] --images {folder}: not a folder (pass a folder of images, e.g. '
                          f'data/demo/coco/val; `make data` creates the demo data)')
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    files = files or sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = files or sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise SystemExit(f'[visualize_features] --images {folder}: no {"/".join(IMAGE_SUFFIXES)} file in it')
+        raise SystemExit(f'[visualize_features] --images {folder}: no {"/".join(IMAGE_EXTENSIONS)} file in it')
     return files[:num]
 
 
@@ -320,7 +320,7 @@ def visualize(specs: list[str], images: Path, out: Path, num_images: int = 4, si
     save_figure(attention_figure(encoders, maps, rgb, names), out / 'attention.png')
     save_figure(pca_figure(encoders, maps, rgb, names), out / 'pca.png')
     grid = maps[0].pca.shape[1:3]
-    rows = ', '.join(e.source if e.layout == 'random init' else f'{e.name} ({_short_path(e.source)})'
+    rows = ', '.join(e.source if e.layout == RANDOM_INIT else f'{e.name} ({_short_path(e.source)})'
                      for e in encoders)
     caption = (f'{len(paths)} images from {images}, resized to {size} px ({grid[0]}x{grid[1]} patches). Rows: '
                f'{rows}.')

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdae_suite.contracts import TEST_RESULTS_FILE
+from sdae_suite.contracts import RANDOM_INIT, TEST_RESULTS_FILE
 
 TASK_TITLES = {'det': 'COCO (Mask R-CNN)', 'seg': 'ADE20K (UperNet)'}
 
@@ -35,7 +35,7 @@ class TestedRun:
 def _init_label(results: dict[str, Any]) -> str:
     meta = results.get('pretrained_meta') or {}
     if results.get('pretrained') is None:
-        return 'random init'
+        return RANDOM_INIT
     if meta.get('method'):
         return f"{meta['method']} {meta.get('epoch')}ep {meta.get('branch') or ''}".strip()
     return Path(results['pretrained']).stem
@@ -68,7 +68,7 @@ def find_tested_runs(dirs: list[Path]) -> tuple[list[TestedRun], list[str]]:
         key = (res['task'], _init_label(res))
         found.setdefault(key, TestedRun(f.parent, res['task'], key[1], config, ckpt))
     # Pretrained inits first (by name), random init last: the reference column at the end of each row.
-    runs = sorted(found.values(), key=lambda r: (r.task, r.label == 'random init', r.label))
+    runs = sorted(found.values(), key=lambda r: (r.task, r.label == RANDOM_INIT, r.label))
     return runs, notes
 
 

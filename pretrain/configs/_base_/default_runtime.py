@@ -1,4 +1,7 @@
 # Runtime shared by every pretraining config (mmengine Runner).
+# Our classes, and safe checkpoint loading, also for a Runner built from this config outside tools/pretrain.py.
+custom_imports = dict(imports=['sdae_suite.pretrain', 'sdae_suite.engine', 'sdae_suite.engine.safe_io_setup'],
+                      allow_failed_imports=False)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),  # loss, lr, time, ETA

@@ -1,4 +1,4 @@
-"""The hooks every run of the suite uses, registered in mmengine's HOOKS under names of their own (configs choose them
+"""The hooks our configs choose, registered in mmengine's HOOKS under names of their own (configs choose them
 with ``type=...``; child registries such as mmdet's and mmseg's find them there)."""
 from .checkpoint import CrashSafeCheckpointHook, NonFiniteWeightsError, is_complete_checkpoint
 from .recipe_batch import RecipeBatchError, SdAERecipeBatchHook
