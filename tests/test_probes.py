@@ -227,6 +227,21 @@ def test_effective_rank_known_values():
     assert effective_rank(torch.eye(8).repeat(600, 1), max_rows=1000).item() == pytest.approx(8.0, rel=1e-5)
 
 
+def test_effective_rank_equals_the_float64_svd_whatever_the_input_precision():
+    """The Gram-eigenvalue computation gives the singular values of a float64 SVD, also for bf16 targets inside a
+    bf16 autocast region (where a plain matmul would run in bf16)."""
+    g = torch.Generator().manual_seed(1)
+    for x in (torch.randn(2048, 96, generator=g) @ torch.randn(96, 96, generator=g) + 3,  # N > D
+              torch.randn(40, 100, generator=g),  # N < D: the [N, N] Gram
+              (torch.randn(700, 48, generator=g) @ torch.randn(48, 48, generator=g)).bfloat16()):
+        s = torch.linalg.svdvals(x.double())
+        p = s / s.sum()
+        want = torch.exp(-(p * torch.log(p)).sum()).item()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = effective_rank(x).item()
+        assert got == pytest.approx(want, rel=1e-6)
+
+
 def test_mean_cosine_to_mean():
     assert mean_cosine_to_mean(torch.ones(5, 3) * torch.arange(1, 6).view(5, 1)).item() == pytest.approx(1.0)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
