@@ -271,7 +271,7 @@ def install_safe_checkpoint_io() -> None:
 
 
 def is_installed() -> bool:
-    """Does every scheme mmengine knows load through the gate (entry points check it before a run starts)?"""
+    """Does every scheme mmengine knows load through the gate (what `make doctor` checks)?"""
     return HistoryBuffer.__reduce__ is _reduce_history_buffer and \
         all(loader in _SCHEME_LOADERS or loader.__name__ == '_load_unknown_scheme'
             for loader in CheckpointLoader._schemes.values())
