@@ -29,6 +29,19 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 Grid = tuple[int, int]
+# The pixel normalisation every encoder of the suite is trained, probed and pictured with: ImageNet's mean / std on the
+# 0-255 scale, as the data preprocessors of the transfer configs apply it.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+# The constructor arguments that define an encoder's architecture (the 'arch' of a checkpoint's meta).
+ARCH_KEYS = ('img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio')
+
+
+def normalize_pixels(x: torch.Tensor) -> torch.Tensor:
+    """x: [N, 3, H, W] on the 0-255 scale, any dtype -> float32 normalised by PIXEL_MEAN / PIXEL_STD, on x's device."""
+    mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float() - mean) / std
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid: Grid, cls_token: bool = True) -> torch.Tensor:

@@ -22,14 +22,13 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
+from sdae_suite.backbones.vit import normalize_pixels
 from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 from .masking import plan_masks
 from .model import MaskedPretrainer, cosine_loss, patchify
 from .monitors import effective_rank, mean_cosine_to_mean
 
-MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 BASELINES = ('position', 'position+colours')
 
 
@@ -126,7 +125,7 @@ def diagnose(checkpoint: str | os.PathLike, data: str | os.PathLike, max_images:
     plans = []
     for i in range(0, len(imgs_u8), batch_size):
         raw = imgs_u8[i:i + batch_size].float()
-        x = (raw - MEAN) / STD
+        x = normalize_pixels(raw)
         tokens, grid = enc.embed(x)
         b, L, _ = tokens.shape
         plan = plan_masks(b, L, model.mask_ratio, folds, generator=gen)

@@ -29,7 +29,6 @@ OBJECTIVES = ('sdae', 'mae')
 TEACHER_VIEWS = ('folds', 'full')
 TEACHER_INITS = ('official', 'mae', 'copy')
 COS_DIMS = ('channels', 'tokens')
-ARCH_KEYS = ('img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -225,7 +224,7 @@ class MaskedPretrainer(BaseModel):
 
     @property
     def arch(self) -> dict:
-        """The six numbers the transfer backbone needs (contract: meta['sdae']['arch'])."""
+        """The six numbers (``ARCH_KEYS`` of the ViT) the transfer backbone needs (``meta['sdae']['arch']``)."""
         e = self.encoder
         defaults = {k: v.default for k, v in inspect.signature(VisionTransformer.__init__).parameters.items()}
         cfg = {**defaults, **self.encoder_cfg}

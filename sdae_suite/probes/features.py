@@ -18,16 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from sdae_suite.backbones.pretrained import load_pretrained
-from sdae_suite.backbones.vit import VisionTransformer
+from sdae_suite.backbones.vit import ARCH_KEYS, VisionTransformer, normalize_pixels
 from sdae_suite.engine.atomic import atomic_torch_save
 from sdae_suite.engine.checkpoint_io import safe_torch_load
 
 # Bump when the way features are computed changes: old cache files then stop matching.
 FEATURE_VERSION = 1
 # The pretraining configs' ImgDataPreprocessor (ImageNet mean / std in 0-255 units).
-MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-ARCH_KEYS = ('img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio')
 
 
 class ProbeCheckpointError(ValueError):
@@ -82,10 +79,9 @@ def encode(model: VisionTransformer, images: torch.Tensor, batch_size: int = 64,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    mean, std = MEAN.to(device), STD.to(device)
     outs = []
     for i in range(0, len(images), batch_size):
-        x = (images[i:i + batch_size].to(device).float() - mean) / std
+        x = normalize_pixels(images[i:i + batch_size].to(device))
         tokens = model(x)[:, model.num_prefix:]  # [B, h*w, D]
         if patch_tokens:
             h, w = model.grid_of(x.shape[-2:])

@@ -27,12 +27,10 @@ import torch
 from torch import nn
 
 from sdae_suite.backbones.pretrained import CheckpointMismatchError, load_pretrained, read_backbone_state
-from sdae_suite.backbones.vit import Attention, VisionTransformer
+from sdae_suite.backbones.vit import Attention, VisionTransformer, normalize_pixels
 from sdae_suite.contracts import BACKBONE_FORMAT, IMAGE_EXTENSIONS, RANDOM_INIT
 
 # The pretraining data preprocessor's normalisation (RGB, 0-255), as every checkpoint here was trained with.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 RANDOM = 'random'
 
 
@@ -150,8 +148,7 @@ def load_images(paths: list[Path], size: int) -> tuple[torch.Tensor, np.ndarray]
         except OSError as e:
             raise SystemExit(f'[visualize_features] {p}: not a readable image ({e}); remove it from --images') from None
     rgb = np.stack(shown)
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    x = normalize_pixels(torch.from_numpy(rgb).permute(0, 3, 1, 2))
     return x, rgb
 
 
