@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 RUN_STATUS_FILE = 'run_status.json'
+LAST_CHECKPOINT_FILE = 'last_checkpoint'  # mmengine's record of a work dir's newest checkpoint (its path, as text)
 TEST_RESULTS_FILE = 'test_results.json'
 BACKBONE_FORMAT = 'sdae-suite/backbone'
 PROBE_RESULT_FORMAT = 'sdae-suite/probe-result'

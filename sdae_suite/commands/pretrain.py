@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 import sdae_suite.pretrain  # noqa: F401  (registers the model, dataset, hooks)
-from sdae_suite.contracts import RunStatus
+from sdae_suite.contracts import LAST_CHECKPOINT_FILE, RunStatus
 from sdae_suite.engine.hooks import NonFiniteWeightsError
 from sdae_suite.engine.launch import adapt_cpu_launch, join_cpu_process_group
 from sdae_suite.engine.optim_wrapper import NonFiniteGradientError
@@ -114,7 +114,7 @@ def derive(cfg: Config, args: argparse.Namespace) -> dict:
 
 
 def _last_checkpoint(work_dir: str) -> str:
-    f = Path(work_dir) / 'last_checkpoint'
+    f = Path(work_dir) / LAST_CHECKPOINT_FILE
     return f.read_text().strip() if f.is_file() else 'none (no epoch finished)'
 
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(= {cfg.train_dataloader.batch_size} per process x {info['world']} x {info['accum']} accumulation) | "
               f"lr {info['lr']:.4g} (= blr {cfg.blr:g} x {info['batch']} / 256) | {info['precision']} | "
               f"{info['epochs']} epochs, {info['warmup']} warmup | work dir {cfg.work_dir}", flush=True)
-        if args.resume == 'auto' and not (Path(cfg.work_dir) / 'last_checkpoint').is_file():
+        if args.resume == 'auto' and not (Path(cfg.work_dir) / LAST_CHECKPOINT_FILE).is_file():
             print(f'[pretrain] --resume: no checkpoint in {cfg.work_dir} yet, starting from scratch', flush=True)
     status = RunRecorder(cfg.work_dir, RunStatus(kind='pretrain', recipe=Path(args.config).stem, config=args.config),
                          info['rank'])

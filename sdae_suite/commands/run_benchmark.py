@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sdae_suite import REPO_ROOT
-from sdae_suite.contracts import PROBES, RANDOM_INIT, TEST_RESULTS_FILE, probe_result_path
+from sdae_suite.contracts import LAST_CHECKPOINT_FILE, PROBES, RANDOM_INIT, TEST_RESULTS_FILE, probe_result_path
 from sdae_suite.pipeline.state import (
     LAST,
     WorkDirLocked,
@@ -175,7 +175,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
                             est.get(f'pretrain-{method}', est.get('pretrain', 0)), budget=budget, configs=[cfg],
                             inputs=data_meta,
-                            outputs=[str(wd / 'last_checkpoint')], work_dir=wd))
+                            outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd))
         backbones[method] = wd / 'backbone_student.pth'
         stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
                                                  str(backbones[method]), '--branch', 'student'], est['export'],
@@ -196,7 +196,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                 stages.append(Stage(f'{task}-{init}-seed{seed}', [
                     'bash', 'tools/dist_train.sh', cfg, gpus, '--work-dir', str(wd), '--resume', *pre,
                     *opts(task, extra, more)], est[task], budget=budget, configs=[cfg],
-                    inputs=[*data_meta, *pre[1:]], outputs=[str(wd / 'last_checkpoint')], work_dir=wd))
+                    inputs=[*data_meta, *pre[1:]], outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd))
                 stages.append(Stage(f'{task}-{init}-seed{seed}-test', [
                     'bash', 'tools/dist_test.sh', cfg, f'{LAST}{wd}', gpus, '--work-dir', str(wd),
                     *opts(task, extra, more)], test_est, budget=budget, configs=[cfg], inputs=[f'{LAST}{wd}'],
@@ -352,7 +352,7 @@ def _plan(stages: list[Stage], marks: Path) -> tuple[dict[str, list[str] | None]
     producer = {o: s.name for s in stages for o in s.outputs}
     expected: set[str] = set()
     for s in stages:
-        reads = [str(Path(i[len(LAST):]) / 'last_checkpoint') if i.startswith(LAST) else i for i in s.inputs]
+        reads = [str(Path(i[len(LAST):]) / LAST_CHECKPOINT_FILE) if i.startswith(LAST) else i for i in s.inputs]
         if checks[s.name] is not None or any(producer.get(r) in expected for r in reads):
             expected.add(s.name)
     return checks, expected

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sdae_suite.contracts import LAST_CHECKPOINT_FILE
 from sdae_suite.engine.atomic import atomic_write_json
 
 LOCK_FILE = 'pipeline.lock'
@@ -124,7 +125,7 @@ def file_identity(path: Path) -> dict[str, Any] | None:
 
 def last_checkpoint(work_dir: Path) -> Path | None:
     """The newest checkpoint mmengine recorded in `work_dir` (its `last_checkpoint` file), None when none is."""
-    record = work_dir / 'last_checkpoint'
+    record = work_dir / LAST_CHECKPOINT_FILE
     try:
         text = record.read_text().strip()
     except OSError:

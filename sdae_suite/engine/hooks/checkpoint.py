@@ -20,6 +20,8 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop
 
+from sdae_suite.contracts import LAST_CHECKPOINT_FILE
+
 from ..atomic import atomic_write_bytes, is_temporary
 from ..checkpoint_io import ATOMIC_BACKEND
 from ..optim_wrapper import FiniteGradOptimWrapper, non_finite_names, show_names
@@ -73,7 +75,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 if is_temporary(tmp):
                     tmp.unlink(missing_ok=True)
                     runner.logger.warning(f'removed {tmp}: a temporary file left by a run killed while writing')
-        record = work / 'last_checkpoint'
+        record = work / LAST_CHECKPOINT_FILE
         if not record.is_file():
             return
         named = Path(record.read_text().strip())
@@ -130,7 +132,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     def _save_checkpoint_with_step(self, runner, step, meta):
         bad = non_finite_names(list(runner.model.state_dict().items()))
         if bad:
-            last = Path(runner.work_dir) / 'last_checkpoint'
+            last = Path(runner.work_dir) / LAST_CHECKPOINT_FILE
             good = last.read_text().strip() if last.is_file() else 'none'
             raise NonFiniteWeightsError(
                 f'refusing to write checkpoint {self.filename_tmpl.format(step)}: {len(bad)} model tensor(s) hold NaN '
@@ -152,6 +154,6 @@ class CrashSafeCheckpointHook(CheckpointHook):
                                backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
-        atomic_write_bytes(str(self.last_ckpt).encode(), Path(runner.work_dir) / 'last_checkpoint')
+        atomic_write_bytes(str(self.last_ckpt).encode(), Path(runner.work_dir) / LAST_CHECKPOINT_FILE)
         for old in stale:
             self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old)))
