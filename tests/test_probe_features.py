@@ -198,9 +198,10 @@ def test_feature_cache_is_recomputed_exactly_when_checkpoint_data_or_settings_ch
     assert run() == (1, [False])
     assert run() == (0, [True])
 
-    # The settings that decide which images are encoded and how: recomputed. (Every ProbeSettings field is part of
-    # the key, so a change of one the features do not depend on -- knn_k, linear_epochs, batch_size -- recomputes
-    # them too: wasted work, never a stale result; not asserted either way here.)
+    # The settings that decide which images are encoded and how: recomputed. Those only the probe heads read: not.
+    head_only = dict(knn_k=5, knn_temperature=0.5, linear_epochs=3, seg_epochs=2)
+    assert run(s=ProbeSettings(max_train_per_class=None, max_test_per_class=None, **head_only)) == (0, [True])
+    assert run(s=ProbeSettings(max_train_per_class=None, max_test_per_class=None, batch_size=2)) == (1, [False])
     assert run(s=ProbeSettings(img_size=16, max_train_per_class=None, max_test_per_class=None)) == (1, [False])
     assert run(s=ProbeSettings(max_train_per_class=3, max_test_per_class=None)) == (1, [False])
     assert run(s=ProbeSettings(max_train_per_class=3, max_test_per_class=None)) == (0, [True])

@@ -27,6 +27,10 @@ from .knn import knn_top1
 from .linear import linear_probe
 from .seg import linear_seg_probe
 
+# ProbeSettings fields that only the trained heads read: changing one reuses the cached features. (batch_size stays in
+# the key: a different encoding batch can change the features in the last bits.)
+HEAD_ONLY = ('knn_k', 'knn_temperature', 'linear_epochs', 'seg_epochs')
+
 
 @dataclass
 class ProbeSettings:
@@ -45,6 +49,10 @@ class ProbeSettings:
     linear_epochs: int = 100
     seg_epochs: int = 20
     batch_size: int = 64
+
+    def feature_key(self) -> dict:
+        """The settings the features depend on (the cache key): not the probe heads' own (k, temperature, epochs)."""
+        return {k: v for k, v in asdict(self).items() if k not in HEAD_ONLY}
 
     def sizes(self, arch: dict) -> tuple[int, int]:
         s = arch.get('img_size', 224)
@@ -185,7 +193,7 @@ def probe_checkpoint(checkpoint: str | None, data: ProbeData, out: str | os.Path
             if kind not in feats:  # one feature pass per kind and encoder, shared by knn and linear
                 size = img_size if kind == 'cls' else seg_size
                 key = cache_key(checkpoint, branch, enc_seed, data.signature(kind),
-                                dict(kind=kind, size=size, arch=used_arch, **asdict(s)))
+                                dict(kind=kind, size=size, arch=used_arch, **s.feature_key()))
                 t0 = time.perf_counter()
                 fn = class_features if kind == 'cls' else seg_features
                 if key in memo:
