@@ -16,9 +16,8 @@ mmseg's own ``Feature2Pyramid`` (the BEiT/CAE/MAE multi-level adapter) is used i
 from __future__ import annotations
 
 from mmdet.registry import MODELS as DET_MODELS
-from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as DET_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmseg.registry import MODELS as SEG_MODELS
-from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as SEG_CONSTRUCTORS
 from timm.layers import LayerNorm2d
 
 from .layer_decay import LayerDecayConstructor
@@ -31,5 +30,6 @@ for _models in (DET_MODELS, SEG_MODELS):
     # Channel LayerNorm on [B, C, H, W] maps for ViTDet's heads (norm_cfg=dict(type='SdAELN2d')); mmdet's own 'LN2d'
     # lives in projects/ViTDet, outside the installed package, and must stay importable next to ours.
     _models.register_module(name='SdAELN2d', module=LayerNorm2d)
-for _constructors in (DET_CONSTRUCTORS, SEG_CONSTRUCTORS):
-    _constructors.register_module(module=LayerDecayConstructor)
+# The layer-decay constructor in mmengine's root registry: mmdet's and mmseg's children find it there, and so do the
+# classification configs (default_scope 'mmengine').
+OPTIM_WRAPPER_CONSTRUCTORS.register_module(module=LayerDecayConstructor)

@@ -6,12 +6,9 @@ Samples are uint8 [3, H, W]; mean/std normalisation runs batched on the device (
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
-import numpy as np
-import torch
-from mmengine.registry import DATASETS, FUNCTIONS
+from mmengine.registry import DATASETS
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
@@ -44,7 +41,7 @@ class ImageFolderPretrainDataset(Dataset):
         scale: RandomResizedCrop area range.
         skip_corrupt: False -> an unreadable file stops the run with an error naming it; True -> it is skipped (the next
             file is used instead) and counted (``num_skipped`` in each sample, summed and logged by
-            :class:`sdae_suite.pretrain.hooks.SkippedImagesHook`).
+            :class:`sdae_suite.engine.hooks.SkippedImagesHook`).
     """
 
     def __init__(self, data_root: str, img_size: int = 224, scale: tuple[float, float] = (0.2, 1.0),
@@ -86,16 +83,3 @@ class ImageFolderPretrainDataset(Dataset):
                 continue
             return dict(inputs=self.transform(img), data_samples=dict(num_skipped=skipped))
         raise CorruptImageError(f'{self.data_root}: none of the {len(self.files)} images could be read')
-
-
-@FUNCTIONS.register_module()
-def seed_pretrain_worker(worker_id: int) -> None:
-    """Seed numpy / random in a DataLoader worker from the torch seed torch gave it (base seed + worker id).
-
-    The base seed is drawn from the main process's torch RNG each epoch, so augmentations differ between epochs
-    (mmengine's default re-seeds workers identically every epoch) and are reproduced exactly after a resume, which
-    restores that RNG.
-    """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)

@@ -35,7 +35,7 @@ RANDOM_INIT = 'random init'  # the name the probe rows and the fine-tuning rows 
 # Image files of an ImageNet-style class-folder tree (pretraining data, probe data): what counts as an image.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
-RunKind = Literal['pretrain', 'det', 'seg']
+RunKind = Literal['pretrain', 'det', 'seg', 'cls_ft', 'cls_linear']
 RunState = Literal['running', 'finished', 'failed']
 
 
@@ -85,7 +85,7 @@ class RunStatus:
 
 class TestResults(TypedDict):
     """``<work_dir>/test_results.json`` (tools/test.py)."""
-    task: str  # 'det' | 'seg'
+    task: str  # 'det' | 'seg' | 'cls_ft' | 'cls_linear' (ImageNet-style fine-tuning / linear probing)
     recipe: str
     config: str
     checkpoint: str

@@ -17,7 +17,7 @@ from sdae_suite.commands import make_demo_data
 from sdae_suite.demodata.scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(num_pretrain=30, num_train=12, num_val=6)
+SMALL = dict(num_pretrain=30, num_pool_val=12, num_train=12, num_val=6)
 ADE_CLASSES = SEMANTIC_CLASSES[1:]  # what mmseg sees with reduce_zero_label=True
 
 
@@ -51,7 +51,7 @@ def test_same_seed_gives_identical_bytes_whatever_the_worker_count(sets):
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
     n_labelled = SMALL['num_train'] + SMALL['num_val']
-    assert sum(k.endswith('.jpg') for k in a) == SMALL['num_pretrain'] + 2 * n_labelled  # pool + COCO + ADE
+    assert sum(k.endswith('.jpg') for k in a) == SMALL['num_pretrain'] + SMALL['num_pool_val'] + 2 * n_labelled
     assert sum(k.endswith('.png') for k in a) == n_labelled
 
 

@@ -21,7 +21,7 @@ LAYERS = [
     {'sdae_suite', 'sdae_suite.contracts'},
     {'sdae_suite.engine'},
     {'sdae_suite.backbones', 'sdae_suite.preflight'},
-    {'sdae_suite.probes'},
+    {'sdae_suite.probes', 'sdae_suite.classification'},
     {'sdae_suite.pretrain', 'sdae_suite.demodata', 'sdae_suite.visualize'},
     {'sdae_suite.benchmarks'},
     {'sdae_suite.report', 'sdae_suite.pipeline'},
@@ -182,7 +182,8 @@ def test_pip_wheel_builds_the_package(tmp_path):
     assert not any(n.startswith(('tests/', 'tools/', 'backbones/', 'pretrain/')) for n in names)
 
 
-CONFIGS = sorted([*ROOT.glob('det_configs/*.py'), *ROOT.glob('seg_configs/*.py'), *ROOT.glob('pretrain/configs/*.py')])
+CONFIGS = sorted([*ROOT.glob('det_configs/*.py'), *ROOT.glob('seg_configs/*.py'), *ROOT.glob('cls_configs/*.py'),
+                  *ROOT.glob('pretrain/configs/*.py')])
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -6,6 +6,8 @@ Layout (all images are procedural scenes from sdae_suite/demodata/scenes.py, one
     pretrain/train/<folder>/<name>.jpg                  unlabeled pool, 128x128, object-centric (one large object near
                                                         the centre + 1-4 others), ImageNet-style folders (the folder is
                                                         the class of the largest visible object: the probes' labels)
+    pretrain/val/<folder>/<name>.jpg                    held-out images of the same kind: with pretrain/train an
+                                                        ImageNet-format tree for fine-tuning and linear probing
     coco/{train,val}/*.jpg, coco/annotations/instances_{train,val}.json
                                                         instance segmentation, categories 1..6 = CLASSES, exact polygons
     ade/images/{training,validation}/*.jpg, ade/annotations/{training,validation}/*.png
@@ -35,13 +37,13 @@ import pycocotools.mask as mask_utils
 
 from sdae_suite.demodata.scenes import CLASSES, SEMANTIC_CLASSES, mask_to_polygons, render_scene
 
-VERSION = 2  # bump when the generator's output changes, so existing sets are regenerated
+VERSION = 3  # bump when the generator's output changes, so existing sets are regenerated
 JPEG_QUALITY = 90
 PRETRAIN_SIZE = 128
 SCENE_SIZE = (224, 288)  # COCO / ADE images: height and width drawn independently from this range
 MIN_VISIBLE_AREA = 24  # pixels (at 256 px); smaller visible remnants of occluded objects are not annotated
 # Split ids feed the per-image seed np.random.default_rng([seed, split_id, index]).
-SPLITS = {'pretrain': 0, 'coco_train': 1, 'coco_val': 2, 'ade_training': 3, 'ade_validation': 4}
+SPLITS = {'pretrain': 0, 'coco_train': 1, 'coco_val': 2, 'ade_training': 3, 'ade_validation': 4, 'pretrain_val': 5}
 
 
 def _write_jpeg(path: Path, image: np.ndarray) -> None:
@@ -56,10 +58,11 @@ def _scene_rng(seed: int, split: str, index: int) -> tuple[np.random.Generator, 
     return rng, int(rng.integers(SCENE_SIZE[0], SCENE_SIZE[1] + 1)), int(rng.integers(SCENE_SIZE[0], SCENE_SIZE[1] + 1))
 
 
-def make_pretrain_image(task: tuple[Path, int, int]) -> str:
-    """Render pool image `index` into <root>/<folder>/; returns its path relative to root."""
-    root, seed, index = task
-    rng = np.random.default_rng([seed, SPLITS['pretrain'], index])
+def make_pretrain_image(task: tuple[Path, int, int, str]) -> str:
+    """Render pool image `index` of `split` ('pretrain' or 'pretrain_val') into <root>/<folder>/; returns its path
+    relative to root."""
+    root, seed, index, split = task
+    rng = np.random.default_rng([seed, SPLITS[split], index])
     scene = render_scene(rng, PRETRAIN_SIZE, PRETRAIN_SIZE, int(rng.integers(2, 6)), focus=True)
     areas = [m.sum() for _, m in scene.objects]
     folder = CLASSES[scene.objects[int(np.argmax(areas))][0] - 1]
@@ -130,14 +133,15 @@ def _coco_json(images: list[dict], anns_per_image: list[list[dict]]) -> dict:
 
 def params_of(args: argparse.Namespace) -> dict:
     """The settings that define a set's content: equal params + seed + version mean identical files."""
-    return dict(num_pretrain=args.num_pretrain, num_train=args.num_train, num_val=args.num_val,
+    return dict(num_pretrain=args.num_pretrain, num_pool_val=args.num_pool_val, num_train=args.num_train,
+                num_val=args.num_val,
                 pretrain_size=PRETRAIN_SIZE, scene_size=list(SCENE_SIZE), jpeg_quality=JPEG_QUALITY)
 
 
 def expected_files(params: dict) -> dict[str, int]:
     """Number of files each folder of a complete set holds (pretrain counted over its class folders)."""
     n_train, n_val = params['num_train'], params['num_val']
-    return {'pretrain/train': params['num_pretrain'], 'coco/train': n_train, 'coco/val': n_val,
+    return {'pretrain/train': params['num_pretrain'], 'pretrain/val': params['num_pool_val'], 'coco/train': n_train, 'coco/val': n_val,
             'coco/annotations': 2, 'ade/images/training': n_train, 'ade/images/validation': n_val,
             'ade/annotations/training': n_train, 'ade/annotations/validation': n_val}
 
@@ -164,7 +168,7 @@ def generate(out: Path, seed: int, params: dict, workers: int) -> dict:
         shutil.rmtree(stage)  # leftovers of an interrupted run
     splits = {'train': params['num_train'], 'val': params['num_val']}
     ade_splits = {'training': params['num_train'], 'validation': params['num_val']}
-    for d in ['pretrain/train', 'coco/annotations', *[f'coco/{s}' for s in splits],
+    for d in ['pretrain/train', 'pretrain/val', 'coco/annotations', *[f'coco/{s}' for s in splits],
               *[f'ade/{kind}/{s}' for kind in ('images', 'annotations') for s in ade_splits]]:
         (stage / d).mkdir(parents=True)
 
@@ -174,7 +178,11 @@ def generate(out: Path, seed: int, params: dict, workers: int) -> dict:
         pool = multiprocessing.get_context('fork').Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
     try:
         pool_files = _run(pool, make_pretrain_image,
-                          [(stage / 'pretrain/train', seed, i) for i in range(params['num_pretrain'])], 'pretrain pool')
+                          [(stage / 'pretrain/train', seed, i, 'pretrain') for i in range(params['num_pretrain'])],
+                          'pretrain pool')
+        val_files = _run(pool, make_pretrain_image,
+                         [(stage / 'pretrain/val', seed, i, 'pretrain_val') for i in range(params['num_pool_val'])],
+                         'pool val')
         coco = {}
         for split, n in splits.items():
             results = _run(pool, make_coco_image, [(stage / 'coco', seed, split, i) for i in range(n)], f'coco {split}')
@@ -205,6 +213,10 @@ def generate(out: Path, seed: int, params: dict, workers: int) -> dict:
                       folders=folders, images_per_folder={f: sum(p.startswith(f + '/') for p in pool_files)
                                                           for f in folders},
                       folder_meaning='class of the largest visible object; self-supervised pretraining ignores it'),
+        pretrain_val=dict(root='pretrain/val', num_images=len(val_files),
+                          images_per_folder={f: sum(p.startswith(f + '/') for p in val_files)
+                                             for f in sorted({f.split('/')[0] for f in val_files})},
+                          use='held-out split of the pool for ImageNet-style fine-tuning and linear probing'),
         coco=dict(classes=list(CLASSES), category_ids=list(range(1, len(CLASSES) + 1)),
                   image_size_range=list(SCENE_SIZE), min_visible_area_at_256px=MIN_VISIBLE_AREA, **coco),
         ade=dict(label_ids={str(i): c for i, c in enumerate(SEMANTIC_CLASSES)},
@@ -238,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', type=Path, default=Path('data/demo'), help='output folder (default data/demo)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-pretrain', type=int, default=2400, help='unlabeled pool size (>= 2000 by default)')
+    parser.add_argument('--num-pool-val', type=int, default=600,
+                        help='held-out pool images (pretrain/val: classification validation)')
     parser.add_argument('--num-train', type=int, default=160, help='COCO and ADE training images each')
     parser.add_argument('--num-val', type=int, default=40, help='COCO and ADE validation images each')
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
@@ -248,14 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ('num_pretrain', 'num_train', 'num_val', 'workers'):
+    for name in ('num_pretrain', 'num_pool_val', 'num_train', 'num_val', 'workers'):
         if getattr(args, name) < 1:
             sys.exit(f'error: --{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
     if args.seed < 0:
         sys.exit(f'error: --seed must be >= 0 (it seeds numpy generators), got {args.seed}')
     params = params_of(args)
     print(f'[demo-data] out={args.out} seed={args.seed} version={VERSION} workers={args.workers} '
-          f'pool={args.num_pretrain}x{PRETRAIN_SIZE}px coco/ade train={args.num_train} val={args.num_val} '
+          f'pool={args.num_pretrain}+{args.num_pool_val} val x{PRETRAIN_SIZE}px coco/ade train={args.num_train} val={args.num_val} '
           f'scene size {SCENE_SIZE[0]}-{SCENE_SIZE[1]}px', flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Several `make data` / test runs may target the same folder at once: the second waits, then finds the set done.

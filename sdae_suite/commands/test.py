@@ -1,7 +1,14 @@
-"""Evaluate a fine-tuned detector or segmentor checkpoint; writes ``<work_dir>/test_results.json`` (COCO bbox/segm AP
-for mmdet configs, mIoU/mAcc/aAcc for mmseg configs; the config's default_scope says which).
+"""Evaluate a fine-tuned detector, segmentor or classifier checkpoint; writes ``<work_dir>/test_results.json`` (COCO
+bbox/segm AP for mmdet configs, mIoU/mAcc/aAcc for mmseg configs, top-1/top-5 for cls_configs/; the config's
+default_scope says which).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--data-root DIR] [--cfg-options k=v ...]
+                         [--launcher none|pytorch|slurm]
+
+Classification: ``accuracy/top1`` and ``accuracy/top5`` are the tested checkpoint's (the last epoch's, as the pipeline
+passes it); ``accuracy/top1_max`` is the best top-1 of the epochs validated during training, the number MAE's and
+SdAE's ``main_finetune.py`` print as the result (from the checkpoint's record of the best score; absent when the run
+did not validate during training).
 
 Refuses, before evaluating, a checkpoint that is not a model of the config (preflight/checkpoints.py: counts and
 first keys of the missing / unexpected / mis-shaped tensors), and test data with problems (tools/check_dataset.py's
@@ -25,10 +32,12 @@ from sdae_suite.commands.train import (
     parse_run_args,
     per_run_visualizer,
     pretrained_of,
+    set_data_root,
     task_of,
 )
 from sdae_suite.contracts import RUN_STATUS_FILE, TEST_RESULTS_FILE, TestResults, now
 from sdae_suite.engine.atomic import atomic_write_json
+from sdae_suite.engine.checkpoint_io import safe_torch_load
 from sdae_suite.preflight.checkpoints import CheckpointFitsHook, CheckpointMismatchError, checkpoint_file_problem
 
 
@@ -47,6 +56,14 @@ def _plain(v):
         return v
 
 
+def best_of_training(checkpoint: str) -> dict[str, float]:
+    """``{'accuracy/top1_max': best top-1 over the validated epochs}`` from the checkpoint's message hub (mmengine's
+    CheckpointHook ``save_best`` records it there), or {} when the run never validated."""
+    hub = (safe_torch_load(checkpoint) or {}).get('message_hub') or {}
+    best = (hub.get('runtime_info') or {}).get('best_score')
+    return {'accuracy/top1_max': float(best)} if isinstance(best, (int, float)) else {}
+
+
 def main(argv: list[str] | None = None) -> TestResults:
     args = parse_args(argv)
     problem = checkpoint_file_problem(args.checkpoint, 'the checkpoint to test')
@@ -55,6 +72,7 @@ def main(argv: list[str] | None = None) -> TestResults:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     merge_options(cfg, args.cfg_options, args.config, 'test')
+    set_data_root(cfg, args.data_root)
     kind = task_of(cfg)
     rank = int(os.environ.get('RANK', 0))
     check_data(cfg, ('test_dataloader',), 'test', verbose=rank == 0)
@@ -79,6 +97,8 @@ def main(argv: list[str] | None = None) -> TestResults:
         raise RuntimeError(f'{args.checkpoint}: the evaluation returned no metrics (see the log above: usually the '
                            f'model predicted nothing above test_cfg score_thr on the whole set); no test_results.json '
                            f'written')
+    if kind.startswith('cls_'):
+        metrics.update(best_of_training(args.checkpoint))
     result = TestResults(task=kind, recipe=Path(args.config).stem, config=args.config, checkpoint=args.checkpoint,
                          pretrained=pretrained, pretrained_meta=meta, metrics=metrics, time=now(), status='ok')
     if rank == 0:

@@ -1,7 +1,9 @@
-"""Fine-tune a detector (mmdet config) or a segmentor (mmseg config); the config's default_scope says which.
+"""Fine-tune a detector (mmdet config), a segmentor (mmseg config) or an ImageNet classifier (cls_configs/: fine-tuning
+or linear probing); the config's default_scope (and, for classification, model.protocol) says which.
 
     python tools/train.py CONFIG [--pretrained CKPT [--pretrained-branch student|teacher]] [--work-dir DIR]
-                          [--resume [CKPT]] [--amp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                          [--resume [CKPT]] [--amp] [--data-root DIR] [--cfg-options k=v ...]
+                          [--launcher none|pytorch|slurm]
 
 ``--resume`` without a path resumes from the latest checkpoint in the work dir. Writes ``<work_dir>/run_status.json``.
 Runs are seeded (``randomness.seed``, default 0 when the config sets none) and their checkpoints hold every rank's RNG
@@ -38,7 +40,7 @@ DEFAULT_SEED = 0  # fine-tuning runs are reproducible unless the config or --cfg
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', help='det_configs/*.py or seg_configs/*.py')
+    p.add_argument('config', help='det_configs/*.py, seg_configs/*.py or cls_configs/*.py')
     p.add_argument('--work-dir', help='default: work_dirs/<config stem>')
     p.add_argument('--pretrained', help='backbone checkpoint: exported backbone, raw pretraining run, official '
                                         'SdAE/MAE, timm or mmpretrain file')
@@ -51,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_run_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """The options tools/train.py and tools/test.py share (config overrides, launcher), then parse."""
+    """The options tools/train.py and tools/test.py share (data root, config overrides, launcher), then parse."""
+    p.add_argument('--data-root', help='the dataset root for every split of the config (the data_root of its train / val '
+                                       '/ test datasets): e.g. an ImageNet folder holding train/ and val/')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -60,14 +64,32 @@ def parse_run_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argpar
     return args
 
 
+CLS_TASKS = {'finetune': 'cls_ft', 'linear': 'cls_linear'}  # model.protocol -> task
+
+
 def task_of(cfg: Config) -> str:
-    """'det' or 'seg', from the config's default_scope (the toolbox it is written for)."""
+    """'det', 'seg', 'cls_ft' or 'cls_linear', from the config's default_scope (the toolbox it is written for; plain
+    mmengine for classification, whose model.protocol says fine-tuning or linear probing)."""
     scope = cfg.get('default_scope')
     kinds = {'mmdet': 'det', 'mmseg': 'seg'}
+    if scope == 'mmengine' and cfg.model.get('protocol') in CLS_TASKS:
+        return CLS_TASKS[cfg.model.protocol]
     if scope not in kinds:
         raise ValueError(f"{cfg.filename}: default_scope is {scope!r}; transfer configs must inherit an mmdet or mmseg "
-                         f"base config (default_scope 'mmdet' or 'mmseg') so the launcher knows the task")
+                         f"base config (default_scope 'mmdet' or 'mmseg'), or be a classification config "
+                         f"(default_scope 'mmengine', model.protocol 'finetune' or 'linear'; cls_configs/_base_), so the "
+                         f"launcher knows the task")
     return kinds[scope]
+
+
+def set_data_root(cfg: Config, root: str | None) -> None:
+    """--data-root: the data_root of every split's dataset (what --cfg-options {split}.dataset.data_root=... sets)."""
+    if not root:
+        return
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(split) or {}).get('dataset')
+        if isinstance(dataset, dict):
+            dataset['data_root'] = str(root)
 
 
 def pretrained_of(cfg: Config) -> tuple[str | None, dict | None]:
@@ -147,6 +169,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     merge_options(cfg, args.cfg_options, args.config, 'train')
+    set_data_root(cfg, args.data_root)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
     per_run_visualizer(cfg)
     add_tensorboard(cfg)

@@ -3,6 +3,7 @@ with ``type=...``; child registries such as mmdet's and mmseg's find them there)
 from .checkpoint import CrashSafeCheckpointHook, NonFiniteWeightsError, is_complete_checkpoint
 from .recipe_batch import RecipeBatchError, SdAERecipeBatchHook
 from .rng_state import RNGStateHook
+from .skipped_images import SkippedImagesHook
 
 __all__ = ['CrashSafeCheckpointHook', 'NonFiniteWeightsError', 'RNGStateHook', 'RecipeBatchError',
-           'SdAERecipeBatchHook', 'is_complete_checkpoint']
+           'SdAERecipeBatchHook', 'SkippedImagesHook', 'is_complete_checkpoint']
