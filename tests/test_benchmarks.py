@@ -147,3 +147,148 @@ def test_tier1_step_checks_run_on_cpu_at_tiny_size():
 def test_nonfinite_loss_check_passes_on_cpu():
     ok, figure, _ = gpu_check.check_nonfinite_fp16('cpu')
     assert ok and figure.startswith('stopped before the step')
+
+
+# ---- fine-tuning: ours vs timm step, data pipeline, workers ----
+
+FT_TINY = dict(size='test', img_size=32, patch_size=8, num_classes=10, batch=4)
+
+
+def test_finetune_step_benchmark_runs_at_tiny_size_and_reports_its_fields():
+    from sdae_suite.benchmarks.finetune_speed import OURS, REFERENCE, FinetuneSpec, finetune_step_flops, format_step
+    from sdae_suite.benchmarks.finetune_speed import measure as measure_ft
+
+    spec = FinetuneSpec(**FT_TINY)
+    result = measure_ft(spec, rounds=2, warmup=1, threads=1, log=lambda m: None)
+    assert set(result['models']) == {OURS, REFERENCE}
+    for row in result['models'].values():
+        assert len(row['wall_s']) == len(row['cpu_s']) == 2
+        assert row['median_ms'] > 0 and row['img_per_s'] > 0 and torch.isfinite(torch.tensor(row['loss']))
+        # the same computation: the same FLOPs, which are the closed form's
+        assert row['flops_per_step'] == finetune_step_flops(spec)
+    assert result['ours_over_timm'] > 0 and result['clock'] == 'process cpu' and result['target'] == 1.02
+    assert set(result['ratio']) == {'ratio_of_medians', 'median_of_ratios'} and result['threads'] == 1
+    assert len(result['load_avg_before']) == 3
+    assert 'ours / timm: x' in format_step(result)
+    json.dumps(result)
+
+
+def test_finetune_step_flops_of_vit_b16_at_224():
+    from sdae_suite.benchmarks.finetune_speed import FinetuneSpec, finetune_step_flops
+
+    per_image = finetune_step_flops(FinetuneSpec(batch=1))
+    forward = vit_forward_flops(197, 768, 12) + 2 * 196 * 768 * 768 + 2 * 768 * 1000
+    assert forward == pytest.approx(2 * 17.56e9, rel=2e-3)  # ViT-B/16: ~17.6 GMACs per image
+    assert per_image == 3 * forward - 2 * 196 * 768 * 768
+
+
+def test_ours_and_timm_compute_the_same_function():
+    from sdae_suite.benchmarks.finetune_speed import FinetuneSpec, build_ours, build_timm, copy_weights
+
+    spec = FinetuneSpec(size='test', img_size=48, patch_size=16, num_classes=10, batch=4)
+    torch.manual_seed(0)
+    ours, ref = build_ours(spec).eval(), build_timm(spec).eval()
+    with torch.no_grad():  # non-trivial head and norms (the recipe's head init is ~0)
+        for m in (ours.head, ours.fc_norm):
+            m.weight.normal_(std=0.5), m.bias.normal_(std=0.5)
+    copy_weights(ours, ref)
+    x = torch.randn(3, 3, 48, 48)
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert a.shape == (3, 10) and a.abs().max() > 0.1
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_one_training_step_is_the_same_for_ours_and_timm():
+    """Mixup, drop path, loss, gradients and the layer-decay AdamW update: the two steps do the same thing."""
+    from sdae_suite.benchmarks.finetune_speed import (
+        OURS,
+        REFERENCE,
+        FinetunePair,
+        FinetuneSpec,
+        copy_weights,
+        param_settings,
+    )
+
+    pair = FinetunePair(FinetuneSpec(**FT_TINY))
+    ours, ref = pair.steppers[OURS], pair.steppers[REFERENCE]
+    with torch.no_grad():  # a head that lets the loss depend on the encoder (the recipe's head init is ~0)
+        ours.model.head.weight.normal_(std=0.5)
+    copy_weights(ours.model, ref.model)
+    assert param_settings(ours.optimizer, ours.model, 'backbone.') == param_settings(ref.optimizer, ref.model)
+    for seed in (2, 3):  # seed 2 draws cutmix, seed 3 mixup (numpy); drop path masks (torch)
+        pair.run(OURS, seed)
+        pair.run(REFERENCE, seed)
+        assert float(ours.last_loss) == pytest.approx(float(ref.last_loss), abs=1e-5)
+    after = ref.model.state_dict()
+    for name, value in ours.model.state_dict().items():
+        assert torch.allclose(value, after[name.removeprefix('backbone.')], atol=1e-5, rtol=0), name
+
+
+def test_workers_estimate_arithmetic():
+    from sdae_suite.benchmarks.finetune_speed import workers_needed
+
+    w = workers_needed(gpu_img_per_s=1000, worker_img_per_s=120, gpus=8)
+    assert (w['workers_per_gpu'], w['workers_per_node'], w['node_img_per_s']) == (9, 72, 8000)
+    assert w['workers_exact'] == pytest.approx(8000 / 120)
+    assert workers_needed(1000, 125)['workers_per_gpu'] == 8  # an exact fit needs no extra worker
+    assert workers_needed(1000, 125, gpus=4)['workers_per_node'] == 32
+    with pytest.raises(ValueError):
+        workers_needed(1000, 0)
+
+
+def test_pipeline_throughput_on_generated_imagenet_sized_jpegs(tmp_path):
+    from PIL import Image
+
+    from sdae_suite.benchmarks.finetune_speed import make_jpegs, pipeline_throughput, recipe_transform
+
+    paths = make_jpegs(tmp_path, 4)
+    assert [Image.open(p).size for p in paths] == [(500, 375)] * 4
+    assert all(90_000 < p.stat().st_size < 130_000 for p in paths)  # ImageNet's mean JPEG is ~110 KB
+    transform = recipe_transform()
+    assert transform['type'] == 'finetune' and transform['auto_augment'] == 'rand-m9-mstd0.5-inc1'
+    r = pipeline_throughput(tmp_path, rounds=1, warmup=1, transform=transform, log=lambda m: None)
+    assert r['images'] == 4 and r['output_shape'] == [3, 224, 224] and r['img_per_s'] > 0 and r['ms_per_img'] > 0
+    assert torch.get_num_threads() >= 1
+    json.dumps(r)
+
+
+def test_finetune_command_writes_the_json(tmp_path):
+    from sdae_suite.commands.benchmark_speed import main
+
+    out = tmp_path / 'ft.json'
+    main(['--finetune', '--size', 'test', '--img-size', '32', '--patch-size', '8', '--batch', '4', '--num-classes',
+          '10', '--repeats', '1', '--warmup', '1', '--threads', '1', '--pipeline-images', '4', '--pipeline-rounds', '1',
+          '--gpu-img-per-s', '1000', '2000', '--device', 'cpu', '--out', str(out)])
+    result = json.loads(out.read_text())
+    assert set(result) >= {'step', 'pipeline', 'workers', 'gpu_img_per_s_source', 'config'}
+    assert result['step']['ours_over_timm'] > 0 and result['pipeline']['img_per_s'] > 0
+    assert [w['gpu_img_per_s'] for w in result['workers']] == [1000, 2000]
+    assert result['workers'][0]['workers_per_node'] == 8 * result['workers'][0]['workers_per_gpu']
+
+
+def test_tier1_finetune_step_check_runs_on_cpu_at_tiny_size():
+    checks, figures = gpu_check.check_finetune_step(batch=4, device='cpu', rounds=1, warmup=1, peak_n=256, **{
+        k: v for k, v in FT_TINY.items() if k != 'batch'})
+    assert [c.name for c in checks] == ['fine-tune step, batch 4', 'fine-tune step ours / timm']
+    assert checks[0].ok and 'MFU' in checks[0].figure and 'target <= 1.02' in checks[1].figure
+    assert figures['peak_source'] == 'measured matmul' and figures['models']['sdae_cls']['mfu'] > 0
+    json.dumps(figures)
+
+
+def test_pipeline_counts_samples_whose_transform_raises(tmp_path, monkeypatch):
+    from sdae_suite.benchmarks.finetune_speed import format_pipeline, make_jpegs, pipeline_throughput, workers_needed
+    from sdae_suite.classification.dataset import SdAEImageFolder
+
+    make_jpegs(tmp_path, 4)
+    getitem = SdAEImageFolder.__getitem__
+
+    def flaky(self, index):
+        if index == 2:
+            raise ValueError('bits must be between or equal to 1 and 8')
+        return getitem(self, index)
+
+    monkeypatch.setattr(SdAEImageFolder, '__getitem__', flaky)
+    r = pipeline_throughput(tmp_path, rounds=2, warmup=0, transform=dict(type='eval'), log=lambda m: None)
+    assert r['transform_errors'] == {'ValueError: bits must be between or equal to 1 and 8': 2} and r['samples'] == 8
+    assert 'WARNING: the transform raised on 2 of 8 samples' in format_pipeline(r, [workers_needed(1000, 100)])

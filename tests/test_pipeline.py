@@ -72,6 +72,14 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
         assert results['status'] == 'ok'
         key = 'coco/bbox_mAP' if run.startswith('det') else 'mIoU'
         assert isinstance(results['metrics'][key], float)
+    # ImageNet-protocol classification on the pool's class folders: fine-tuning and linear probing from each init
+    for run in ['cls_ft_sdae_seed0', 'cls_ft_random_seed0', 'cls_linear_sdae_seed0', 'cls_linear_random_seed0']:
+        status = json.loads((work / 'finetune' / run / 'run_status.json').read_text())
+        assert status['status'] == 'finished', (run, status)
+        results = json.loads((work / 'finetune' / run / 'test_results.json').read_text())
+        assert results['status'] == 'ok' and results['task'] == run.rsplit('_', 2)[0]
+        top1, top5 = results['metrics']['accuracy/top1'], results['metrics']['accuracy/top5']
+        assert 0.0 <= top1 <= top5 <= 100.0, results['metrics']
     sdae_meta = json.loads((work / 'finetune' / 'det_sdae_seed0' / 'run_status.json').read_text())['pretrained_meta']
     assert sdae_meta['method'] == 'sdae' and sdae_meta['branch'] == 'student'
 
@@ -90,11 +98,16 @@ def test_tiny_demo_survives_two_kills_and_reports(tmp_path):
     rnd = json.loads((probes / 'random_init' / 'knn_seed1.json').read_text())
     assert rnd['arch'] == json.loads((probes / 'sdae' / 'knn_seed1.json').read_text())['arch']
     assert md.splitlines()[2] == '## Ranking and verdict'
-    assert md.index('**k-NN top-1**: 1. ') < md.index('**Verdict: ') < md.index('## Results')
+    # the verdict's one-line summary, then its table (init x metric), then the ranking per metric, then the results
+    assert md.index('**Verdict:** ') < md.index('| init vs random init |') < md.index('**k-NN top-1**: 1. ') < md.index(
+        '## Results')
     res = json.loads((report / 'results.json').read_text())
     assert sorted((r['init'], r['n']) for r in res['ranking']['linear-seg mIoU']) == [
         ('random init', 3), ('sdae 2ep student', 3)]
     assert [(r['init'], r['n']) for r in res['ranking']['COCO AP^box']][-1][1] == 1
+    ranked_ft = sorted(r['init'] for r in res['ranking']['fine-tune top-1 (demo pool)'])
+    assert ranked_ft == ['random init', 'sdae 2ep student']
+    assert 'linear-probe top-1 (demo pool)' in res['ranking']
     assert res['verdict']['baseline'] == 'random init' and res['verdict']['summary_line'].startswith('Verdict: ')
 
     # Pictures: the encoders' attention / PCA maps and the fine-tunes' predictions side by side, embedded in the html.

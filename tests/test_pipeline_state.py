@@ -128,7 +128,7 @@ def test_every_stage_key_depends_on_the_budget(monkeypatch, tmp_path):
         monkeypatch.setenv('SDAE_DEMO_BUDGET', budget)
         stages = rb.build_stages(args, rb.PRESETS['demo'], tmp_path / 'work')
         keys[budget] = {s.name: rb.recipe_key(s.recipe()) for s in stages}
-    assert len(keys['tiny']) == 21 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
+    assert len(keys['tiny']) == 33 and all(keys['tiny'][n] != keys[''][n] for n in keys['tiny'])
 
 
 def test_probe_stage_probes_both_backbones_and_random_init_over_three_seeds(monkeypatch, tmp_path):
@@ -199,7 +199,7 @@ def test_full_preset_probes_imagenet_and_ade_with_caps(monkeypatch, tmp_path, ca
                               ade=tmp_path / 'ade')
     probe = next(s for s in rb.build_stages(args, rb.PRESETS['full'], tmp_path / 'w') if s.name == 'probes')
     cmd = ' '.join(probe.cmd)
-    assert f'--cls-data {tmp_path / "in1k"} --seg-data {tmp_path / "ade"} --seg-classes 150' in cmd
+    assert f'--cls-data {tmp_path / "in1k" / "train"} --seg-data {tmp_path / "ade"} --seg-classes 150' in cmd
     assert '--max-seg-train 1000' in cmd and '--data ' not in cmd
     # Random init alone: no checkpoint to take the architecture from, so no probe stage, and the pipeline says so.
     stages = rb.build_stages(args, rb.replace(rb.PRESETS['demo'], inits=('random',)), tmp_path / 'w')

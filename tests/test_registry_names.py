@@ -60,7 +60,7 @@ LIBRARY = ['sdae_suite', 'sdae_suite.contracts', 'sdae_suite.engine', 'sdae_suit
            'sdae_suite.probes', 'sdae_suite.probes.suite', 'sdae_suite.report.compare', 'sdae_suite.report.render',
            'sdae_suite.pipeline.state', 'sdae_suite.preflight.dataset', 'sdae_suite.preflight.checkpoints',
            'sdae_suite.visualize.features', 'sdae_suite.visualize.predictions', 'sdae_suite.benchmarks.speed',
-           'sdae_suite.benchmarks.gpu_check', 'sdae_suite.demodata.scenes']
+           'sdae_suite.benchmarks.gpu_check', 'sdae_suite.demodata.scenes', 'sdae_suite.classification']
 
 
 def snapshot(*modules: str) -> dict:
@@ -96,12 +96,19 @@ def test_what_we_register_is_found(registries):
     ours = registries['ours']
     assert {'SdAEViT', 'SimpleFeaturePyramid', 'SdAELN2d'} <= set(ours['mmdet.MODELS'])
     assert {'SdAEViT', 'SimpleFeaturePyramid', 'SdAELN2d'} <= set(ours['mmseg.MODELS'])
-    assert ours['mmdet.OPTIM_WRAPPER_CONSTRUCTORS'] == ours['mmseg.OPTIM_WRAPPER_CONSTRUCTORS'] == [
-        'LayerDecayConstructor']
-    # the run infrastructure lives in mmengine's root registries, where mmdet's and mmseg's children find it
-    assert {'CrashSafeCheckpointHook', 'RNGStateHook', 'SdAERecipeBatchHook', 'EMATeacherHook'} <= set(
-        ours['mmengine.HOOKS'])
+    # the run infrastructure lives in mmengine's root registries, where mmdet's and mmseg's children (and the
+    # classification configs, default_scope 'mmengine') find it
+    assert 'LayerDecayConstructor' in ours['mmengine.OPTIM_WRAPPER_CONSTRUCTORS']
+    assert 'mmdet.OPTIM_WRAPPER_CONSTRUCTORS' not in ours and 'mmseg.OPTIM_WRAPPER_CONSTRUCTORS' not in ours
+    assert {'CrashSafeCheckpointHook', 'RNGStateHook', 'SdAERecipeBatchHook', 'EMATeacherHook',
+            'SkippedImagesHook'} <= set(ours['mmengine.HOOKS'])
     assert ours['mmengine.OPTIM_WRAPPERS'] == ['FiniteGradOptimWrapper']
+    assert 'LinearWarmupFromZeroLR' in ours['mmengine.PARAM_SCHEDULERS']
+    # ImageNet classification: model, dataset, metric and MAE's LARS, all under names of our own
+    assert 'SdAEImageClassifier' in ours['mmengine.MODELS']
+    assert 'SdAEImageFolder' in ours['mmengine.DATASETS']
+    assert 'SdAETopKAccuracy' in ours['mmengine.METRICS']
+    assert 'MAELARS' in ours['mmengine.OPTIMIZERS']
 
 
 def test_importing_the_library_takes_over_nothing(registries):

@@ -365,9 +365,11 @@ def test_html_opens_in_headless_chromium(bench_report, tmp_path):
         page.on('request', lambda r: requests.append(r.url))
         page.goto((out / 'report.html').as_uri(), wait_until='load')
         title = page.title()
-        header = page.locator('table').first.locator('th').all_inner_texts()
-        sdae_row = page.locator('tr', has_text='sdae 300ep student').first.inner_text()
-        mae_row = page.locator('tr', has_text='mae 300ep student').first.inner_text()
+        results = page.locator('h2:text-is("Results") + table')  # the verdict table comes first
+        header = results.locator('th').all_inner_texts()
+        sdae_row = results.locator('tr', has_text='sdae 300ep student').first.inner_text()
+        mae_row = results.locator('tr', has_text='mae 300ep student').first.inner_text()
+        verdict_row = page.locator('table.verdict tr', has_text='sdae 300ep student').inner_text()
         warnings = page.locator('div.warn').inner_text()
         images = page.eval_on_selector_all('img', 'els => els.map(e => [e.naturalWidth, e.complete])')
         browser.close()
@@ -376,6 +378,7 @@ def test_html_opens_in_headless_chromium(bench_report, tmp_path):
     assert title == 'Transfer benchmark report'
     assert 'COCO APbox' in header and 'ADE mIoU' in header
     assert '41.60 ± 0.57 (+11.60)' in sdae_row
+    assert verdict_row.split('\t') == ['sdae 300ep student', '1 seed +11.60', '1 seed +15.50']  # random init: 1 seed
     assert 'FAILED' in mae_row and 'running (epoch 3/12; last val 30.00)' in mae_row
     assert 'cae/seg/test_results.json: invalid JSON' in warnings
     assert len(images) == len(res['plots']) and all(w > 100 and ok for w, ok in images)

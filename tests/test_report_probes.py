@@ -77,8 +77,9 @@ def test_probe_results_alone_make_a_report(tmp_path, capsys):
 
 
 def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
-    """Probe results and fine-tuning runs of three inits: report.md, report.html and results.json start with the inits
-    ranked on each metric, the pairwise verdicts and the summary, one row per init across probes and fine-tuning."""
+    """Probe results and fine-tuning runs of three inits: report.md, report.html and results.json start with the
+    one-line verdict, the verdict table (each init against the baseline per metric), then the inits ranked on each
+    metric with the pairwise verdicts, one row per init across probes and fine-tuning."""
     root = tmp_path / 'work'
     ckpts = {}
     for method in ('sdae', 'mae'):
@@ -112,8 +113,18 @@ def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
     capsys.readouterr()
     sd, mu = 'sdae 6ep student', 'mae 6ep student'  # the fine-tuning rows' names, taken by the probe rows too
     lines = (out / 'report.md').read_text().splitlines()
-    assert lines[:21] == [
-        '# Transfer benchmark report', '', '## Ranking and verdict', '',
+    summary = (f'Verdict: random init is beaten beyond the seed spread on k-NN top-1, linear top-1, linear-seg mIoU '
+               f'and COCO AP^box; against it: {mu} 2 wins, 2 ties, 0 losses; {sd} 4 wins, 0 ties, 0 losses, 1 with one '
+               f'seed.')
+    assert lines[:10] == [
+        '# Transfer benchmark report', '', '## Ranking and verdict', '', f'**Verdict:** {summary[len("Verdict: "):]}',
+        '', '| init vs random init | k-NN top-1 | linear top-1 | linear-seg mIoU | COCO AP^box | ADE mIoU |',
+        '|---|---|---|---|---|---|',
+        f'| {mu} | tie +3.33 | win +19.00 | tie +2.00 | win +14.50 | — |',  # mae has no ADE run
+        f'| {sd} | win +40.00 | win +19.00 | win +10.00 | win +20.00 | 1 seed +20.00 |']
+    assert lines[11].startswith('Each cell: the init against random init, then its mean minus random init')
+    lines = lines[lines.index('### Ranking per metric') + 2:]
+    assert lines[:17] == [
         f'**k-NN top-1**: 1. {sd} 61.00 ± 1.00 (n=3), 2. {mu} 24.33 ± 5.01 (n=3), 3. random init 21.00 ± 1.00 (n=3)',
         f'- {sd} beats {mu} beyond the seed spread (min 60.00 > max 30.00)',
         f'- {sd} beats random init beyond the seed spread (min 60.00 > max 22.00)',
@@ -130,16 +141,12 @@ def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
         f'- {mu} vs random init: tie (seed ranges overlap: 12.00–14.00 and 10.00–12.00)', '',
         f'**COCO AP^box**: 1. {sd} 31.00 ± 1.41 (n=2), 2. {mu} 25.50 ± 7.78 (n=2), 3. random init 11.00 ± 1.41 (n=2)',
         f'- {sd} vs {mu}: tie (seed ranges overlap: 30.00–32.00 and 20.00–31.00)']
-    assert lines[21:27] == [
+    assert lines[17:23] == [
         f'- {sd} beats random init beyond the seed spread (min 30.00 > max 12.00)',
         f'- {mu} beats random init beyond the seed spread (min 20.00 > max 12.00)', '',
         f'**ADE mIoU**: 1. {sd} 40.00 (n=1), 2. random init 20.00 (n=1)',
         f'- one seed only: {sd} above random init by 20.00, spread unknown', '']
-    summary = (f'Verdict: random init is beaten beyond the seed spread on k-NN top-1, linear top-1, linear-seg mIoU '
-               f'and COCO AP^box — k-NN top-1: {mu} no (tie), {sd} yes; linear top-1: {mu} yes, {sd} yes; linear-seg '
-               f'mIoU: {mu} no (tie), {sd} yes; COCO AP^box: {mu} yes, {sd} yes; ADE mIoU: {sd} no (one seed only, '
-               f'spread unknown).')
-    assert lines[27] == f'**{summary}**'
+    assert lines[23].startswith('Inits ranked by their mean over seeds')
     # The probe table has one row per init, under the fine-tuning rows' names.
     table = '\n'.join(lines).split('## Frozen-feature probes')[1].split('\n## ')[0]
     assert sorted(r.split(' | ')[0] for r in table.splitlines() if r.startswith('| ') and '---' not in r)[1:] == [
@@ -153,6 +160,10 @@ def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
                                                'max': 22.0, 'values': [20.0, 21.0, 22.0]}
     v = res['verdict']
     assert v['baseline'] == 'random init' and v['summary_line'] == summary
+    assert [r['init'] for r in v['table']['rows']] == [mu, sd] and v['table']['baseline'] == 'random init'
+    assert v['table']['rows'][0]['cells']['COCO AP^box'] == {'outcome': 'win', 'margin': 14.5, 'text': 'win +14.50',
+                                                             'n': 2, 'n_baseline': 2}
+    assert 'ADE mIoU' not in v['table']['rows'][0]['cells']
     assert v['summary'][mu] == {'k-NN top-1': 'no (tie)', 'linear top-1': 'yes', 'linear-seg mIoU': 'no (tie)',
                                 'COCO AP^box': 'yes'}
     assert [(p['a'], p['b'], p['outcome'], p['winner']) for p in v['pairs']['ADE mIoU']] == [
@@ -162,5 +173,8 @@ def test_report_opens_with_the_ranking_and_the_verdict(tmp_path, capsys):
     body = page.split('<body>')[1]
     assert body.startswith('\n<h1>Transfer benchmark report</h1>\n'
                            '<section class="verdict"><h2>Ranking and verdict</h2>')
-    assert body.index('Verdict: random init is beaten') < body.index('<h2>Results</h2>')
+    assert body.index('Verdict:</b> random init is beaten') < body.index('<table class="verdict">') < body.index(
+        '<h3>Ranking per metric</h3>') < body.index('<h2>Results</h2>')
+    assert f'<tr><td>{sd}</td><td class="win">win +40.00</td>' in body
+    assert '<td class="one-seed">1 seed +20.00</td>' in body and '<td class="tie">tie +3.33</td>' in body
     assert '<b>COCO AP<sup>box</sup></b>' in body

@@ -4,6 +4,10 @@ Tier 1 (no mmcv CUDA ops needed):
 - the SdAE and MAE ViT-B/16 pretraining step in bf16 at a batch that fills the GPU: step time, images/s, FLOPs
   (torch.utils.flop_counter, attention counted on the math backend), TFLOP/s and MFU against the GPU's bf16 dense peak
   (BF16_DENSE_PEAK_TFLOPS by device name) and against a bf16 matmul measured in the same run; SdAE/MAE step ratio;
+- the ImageNet fine-tuning step (our ``SdAEImageClassifier``, ViT-B/16 at 224 px: Mixup, forward, soft-target loss,
+  backward, AdamW on the layer-decay groups) in bf16 at the same batch: step time, images/s, FLOPs counted the same way,
+  TFLOP/s and MFU; and timm's ``vit_base_patch16_224`` doing the same step, interleaved: ours / timm step ratio
+  (target <= 1.02; benchmarks/finetune_speed.py);
 - the same SdAE step in fp16 with dynamic loss scaling;
 - fused attention: the kernels the profiler sees in the encoder's forward are flash or memory-efficient SDPA ones;
 - a 1-process NCCL torchrun pretraining of a few iterations with checkpoints, then a second run resumed from its
@@ -122,6 +126,49 @@ def check_step_mfu(batch: int, device: str = 'cuda', peak_n: int | None = None, 
                             dict(step_ratio=ratio, flop_ratio=flop_ratio)))
     return checks, dict(device=name, peak_tflops=peak / 1e12, peak_source=source,
                         measured_matmul_tflops=measured / 1e12, variants=rows)
+
+
+def check_finetune_step(batch: int, device: str = 'cuda', rounds: int = 5, warmup: int = 2, peak: float | None = None,
+                        measured: float | None = None, peak_source: str | None = None, peak_n: int | None = None,
+                        **spec: object) -> tuple[list[Check], dict]:
+    """The fine-tuning step of our classifier (ViT-B/16 at 224 px unless ``spec`` says otherwise) and of timm's ViT,
+    interleaved: img/s, FLOPs (forward + backward, attention counted), TFLOP/s and MFU of ours, and ours / timm.
+    ``peak`` / ``measured``: FLOP/s of the data-sheet and measured matmul peaks (found here when not given)."""
+    from .finetune_speed import OURS, OURS_OVER_TIMM_TARGET, REFERENCE, FinetuneSpec, measure
+    from .hardware import known_bf16_peak, measured_matmul_peak, mfu
+
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
+    if measured is None:
+        measured = measured_matmul_peak(dev, n=peak_n)
+    if peak is None:
+        known = known_bf16_peak(name)
+        peak, peak_source = (known[0], f'{known[1]} data sheet') if known else (measured, 'measured matmul')
+    figures: dict = {}
+
+    def step() -> tuple[bool, str, dict]:
+        r = measure(FinetuneSpec(batch=batch, device=device, dtype='bf16' if dev.type == 'cuda' else 'fp32', **spec),
+                    rounds=rounds, warmup=warmup, log=lambda m: None)
+        figures.update(r)
+        ours = r['models'][OURS]
+        t = ours['wall_median_ms'] / 1e3
+        flops = ours['flops_per_step']
+        ours.update(mfu=mfu(flops, t, peak), of_measured_matmul=mfu(flops, t, measured))
+        ok = bool(torch.isfinite(torch.tensor(ours['loss'])))
+        return ok, (f"{ours['wall_median_ms']:.0f} ms/step, {ours['img_per_s']:.0f} img/s, {flops / 1e12:.2f} "
+                    f"TFLOP/step, {flops / t / 1e12:.0f} TFLOP/s, MFU {ours['mfu']:.1%} (peak {peak / 1e12:.0f} from "
+                    f"{peak_source}; {ours['of_measured_matmul']:.1%} of the measured matmul {measured / 1e12:.0f}); "
+                    f"loss {ours['loss']:.4f}"), ours
+
+    checks = [run_check(f'fine-tune step, batch {batch}', step)]
+    if figures:
+        ref = figures['models'][REFERENCE]
+        ratio = figures['ratio_wall']['median_of_ratios']
+        checks.append(Check('fine-tune step ours / timm', ratio <= OURS_OVER_TIMM_TARGET,
+                            f"x{ratio:.3f} (timm {ref['wall_median_ms']:.0f} ms/step, median of {rounds} interleaved "
+                            f'rounds; target <= {OURS_OVER_TIMM_TARGET})', dict(ratio=ratio)))
+    return checks, dict(figures, peak_tflops=peak / 1e12, peak_source=peak_source,
+                        measured_matmul_tflops=measured / 1e12)
 
 
 def check_fp16(batch: int, device: str = 'cuda', **spec: object) -> tuple[bool, str, dict]:
@@ -304,6 +351,10 @@ def main(tier2: bool = False, batch: int = 128, out: str | Path = 'work_dirs/gpu
     print(f'[gpu-check] {torch.cuda.get_device_name()} | torch {torch.__version__} (CUDA {torch.version.cuda}) | '
           f'tier 1{" + tier 2" if tier2 else ""}', flush=True)
     checks, figures = check_step_mfu(batch)
+    ft_checks, figures['finetune'] = check_finetune_step(batch, peak=figures['peak_tflops'] * 1e12,
+                                                         measured=figures['measured_matmul_tflops'] * 1e12,
+                                                         peak_source=figures['peak_source'])
+    checks += ft_checks
     checks.append(run_check('SdAE step in fp16 + loss scaling', lambda: check_fp16(batch)))
     checks.append(run_check('fused attention (SDPA) kernel', check_fused_attention))
     checks.append(run_check('torchrun NCCL pretraining + exact resume', check_torchrun_resume))

@@ -7,8 +7,13 @@ from .dataset import ImageFolderError, SdAEImageFolder, scan_split
 from .lars import MAELARS
 from .metric import SdAETopKAccuracy
 from .model import SdAEImageClassifier
-from .transforms import MAERandomResizedCrop, build_transform, eval_transform, finetune_train_transform, \
-    linprobe_train_transform
+from .transforms import (
+           MAERandomResizedCrop,
+           build_transform,
+           eval_transform,
+           finetune_train_transform,
+           linprobe_train_transform,
+)
 
 __all__ = ['ImageFolderError', 'MAELARS', 'MAERandomResizedCrop', 'SdAEImageClassifier', 'SdAEImageFolder',
            'SdAETopKAccuracy', 'build_transform', 'eval_transform', 'finetune_train_transform',

@@ -91,6 +91,10 @@ class SdAEImageFolder(Dataset):
                           f'is used instead. Replace or remove the file (tools/check_dataset.py --decode lists them '
                           f'all).', logger='current', level=logging.WARNING)
                 continue
-            return dict(inputs=self.transform(img),
-                        data_samples=dict(label=label, index=index, num_skipped=skipped))
+            try:
+                inputs = self.transform(img)
+            except Exception as e:  # a decoded image the augmentation fails on is a bug of ours or timm's: name it
+                raise RuntimeError(f'{path}: the {self.split} transform failed on this image ({type(e).__name__}: '
+                                   f'{e}); please report it with the file') from e
+            return dict(inputs=inputs, data_samples=dict(label=label, index=index, num_skipped=skipped))
         raise ImageFolderError(f'{self.data_root}/{self.split}: none of the {len(self.samples)} images could be read')

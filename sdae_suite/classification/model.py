@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
@@ -90,8 +89,9 @@ class SdAEImageClassifier(BaseModel):
         """Load the pretrained encoder (``backbone.init_cfg``; random init without one); the head keeps its init."""
         self.backbone.init_weights()
         new = ', '.join(f'{m}.*' for m in NEW_BY_DESIGN[self.protocol])
+        n_new = sum(p.numel() for n, p in self.named_parameters() if n.startswith(NEW_BY_DESIGN[self.protocol]))
         print_log(f'SdAEImageClassifier ({self.protocol}): new by design, initialised here: {new} '
-                  f'({sum(p.numel() for n, p in self.named_parameters() if n.startswith(NEW_BY_DESIGN[self.protocol])):,}'
+                  f'({n_new:,}'
                   f' parameters); trainable: {sum(p.numel() for p in self.parameters() if p.requires_grad):,}',
                   logger='current')
 

@@ -12,7 +12,9 @@ import math
 from typing import Any
 
 import torch
+from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.auto_augment import RandAugment
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
@@ -37,18 +39,45 @@ class MAERandomResizedCrop(T.RandomResizedCrop):
         return i, j, h, w
 
 
+POSTERIZE_OPS = ('Posterize', 'PosterizeIncreasing', 'PosterizeOriginal')
+
+
+def posterize_zero_bits_safe(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's ``posterize``, where 0 bits gives the black image it gave up to Pillow 12 (Pillow 13 raises ValueError
+    for bits < 1). RandAugment ``inc1`` at m9 / mstd 0.5 asks for 0 bits in ~0.1 % of the transforms it draws: on
+    ImageNet that is an exception in a loader worker within minutes, ending the run."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _safe_posterize(transform: T.Compose) -> T.Compose:
+    """Point this transform's RandAugment posterize ops at :func:`posterize_zero_bits_safe` (timm's table is left
+    alone: the change stays inside the transforms we build)."""
+    for t in transform.transforms:
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name in POSTERIZE_OPS:
+                    op.aug_fn = posterize_zero_bits_safe
+    return transform
+
+
 def finetune_train_transform(input_size: int = 224, auto_augment: str | None = 'rand-m9-mstd0.5-inc1',
                              re_prob: float = 0.25, re_mode: str = 'pixel', re_count: int = 1,
                              color_jitter: float | None = None) -> T.Compose:
     """``main_finetune.build_transform(is_train=True)``: timm RandomResizedCrop (bicubic) -> hflip -> RandAugment ->
-    ToTensor -> Normalize -> RandomErasing. Arguments as ``main_finetune.py``'s (SdAE's README values by default)."""
-    return create_transform(input_size=input_size, is_training=True, no_aug=False, train_crop_mode=None,
+    ToTensor -> Normalize -> RandomErasing. Arguments as ``main_finetune.py``'s (SdAE's README values by default).
+    Posterize to 0 bits gives a black image, as with the Pillow the official code ran on."""
+    return _safe_posterize(create_transform(input_size=input_size, is_training=True, no_aug=False, train_crop_mode=None,
                             scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5, vflip=0.0, color_jitter=color_jitter,
                             color_jitter_prob=None, grayscale_prob=0.0, gaussian_blur_prob=0.0,
                             auto_augment=auto_augment, interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN,
                             std=IMAGENET_DEFAULT_STD, re_prob=re_prob, re_mode=re_mode, re_count=re_count,
-                            re_num_splits=0, crop_pct=None, crop_mode=None, crop_border_pixels=None, tf_preprocessing=False,
-                            use_prefetcher=False, normalize=True, separate=False)
+                            re_num_splits=0, crop_pct=None, crop_mode=None, crop_border_pixels=None,
+                            tf_preprocessing=False,
+                            use_prefetcher=False, normalize=True, separate=False))
 
 
 def linprobe_train_transform(input_size: int = 224) -> T.Compose:

@@ -141,7 +141,8 @@ def params_of(args: argparse.Namespace) -> dict:
 def expected_files(params: dict) -> dict[str, int]:
     """Number of files each folder of a complete set holds (pretrain counted over its class folders)."""
     n_train, n_val = params['num_train'], params['num_val']
-    return {'pretrain/train': params['num_pretrain'], 'pretrain/val': params['num_pool_val'], 'coco/train': n_train, 'coco/val': n_val,
+    return {'pretrain/train': params['num_pretrain'], 'pretrain/val': params['num_pool_val'],
+            'coco/train': n_train, 'coco/val': n_val,
             'coco/annotations': 2, 'ade/images/training': n_train, 'ade/images/validation': n_val,
             'ade/annotations/training': n_train, 'ade/annotations/validation': n_val}
 
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f'error: --seed must be >= 0 (it seeds numpy generators), got {args.seed}')
     params = params_of(args)
     print(f'[demo-data] out={args.out} seed={args.seed} version={VERSION} workers={args.workers} '
-          f'pool={args.num_pretrain}+{args.num_pool_val} val x{PRETRAIN_SIZE}px coco/ade train={args.num_train} val={args.num_val} '
+          f'pool={args.num_pretrain}+{args.num_pool_val} val x{PRETRAIN_SIZE}px '
+          f'coco/ade train={args.num_train} val={args.num_val} '
           f'scene size {SCENE_SIZE[0]}-{SCENE_SIZE[1]}px', flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Several `make data` / test runs may target the same folder at once: the second waits, then finds the set done.

@@ -1,10 +1,11 @@
 """The whole benchmark as one resumable pipeline: data -> pretrain SdAE & MAE -> export -> frozen-feature probes (k-NN,
-linear, linear-seg) of each init -> fine-tune det & seg from each init (SdAE, MAE, random) -> test -> report.
+linear, linear-seg) of each init -> ImageNet-style fine-tuning and linear probing, and det & seg fine-tuning, from each
+init (SdAE, MAE, random) -> test -> report.
 
     python tools/run_benchmark.py --preset demo                      # what `make demo` runs (embedded data, CPU)
     python tools/run_benchmark.py --preset demo-long                 # longer embedded budget, 2 seeds
     python tools/run_benchmark.py --preset full --gpus 8 \\
-        --imagenet data/imagenet/train --coco data/coco --ade data/ade/ADEChallengeData2016
+        --imagenet data/imagenet --coco data/coco --ade data/ade/ADEChallengeData2016
 
 Every stage is a command of the suite's own tools (the same a user would type), run with this pipeline's Python
 (exported as PYTHON to the tools/*.sh launchers). A finished stage leaves a record in `<work-dir>/stages/<name>.done`
@@ -92,6 +93,7 @@ class Preset:
     pretrain: dict[str, str]  # method -> pretraining config
     det: str
     seg: str
+    cls: dict[str, str]  # classification task ('cls_ft', 'cls_linear') -> config
     inits: tuple[str, ...] = ('sdae', 'mae', 'random')
     seeds: tuple[int, ...] = (0,)
     probe_seeds: tuple[int, ...] = (0, 1, 2)  # a win needs >= 2 seeds a side; the probes are cheap enough for 3
@@ -100,6 +102,7 @@ class Preset:
     pretrain_opts: tuple[str, ...] = ()
     det_opts: tuple[str, ...] = ()
     seg_opts: tuple[str, ...] = ()
+    cls_opts: tuple[str, ...] = ()
 
 
 # mmengine's IterBasedTrainLoop validates at the last iteration whatever val_interval says; in the demo that is the very
@@ -107,34 +110,50 @@ class Preset:
 NO_TRAIN_VAL = ('train_cfg.val_begin=1000000000',)
 DEMO_PRETRAIN = {'sdae': 'pretrain/configs/sdae_vit-tiny-p8_demo.py',
                  'mae': 'pretrain/configs/mae_vit-tiny-p8_demo.py'}
+DEMO_CLS = {'cls_ft': 'cls_configs/sdae_vit-tiny-p8_1xb64-ft_demo.py',
+            'cls_linear': 'cls_configs/sdae_vit-tiny-p8_1xb32-linear_demo.py'}
 PRESETS: dict[str, Preset] = {
     # 'probe': 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE images and 3 x 3 linear / linear-seg
     # heads took 57 s in `make demo` on 2 idle cores (2026-12-03)
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
-                   seg='seg_configs/sdae_upernet_demo.py', det_opts=NO_TRAIN_VAL, seg_opts=NO_TRAIN_VAL,
+                   seg='seg_configs/sdae_upernet_demo.py', cls=DEMO_CLS, det_opts=NO_TRAIN_VAL, seg_opts=NO_TRAIN_VAL,
+                   cls_opts=NO_TRAIN_VAL,
                    est={'data': 40, 'pretrain-sdae': 150, 'pretrain-mae': 100, 'export': 10, 'probe': 60, 'det': 130,
-                        'det_test': 30, 'seg': 70, 'seg_test': 20, 'report': 20, 'visualize': 25}),
+                        'det_test': 30, 'seg': 70, 'seg_test': 20, 'cls_ft': 60, 'cls_ft_test': 12, 'cls_linear': 50,
+                        'cls_linear_test': 12, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
-                        seg='seg_configs/sdae_upernet_demo.py', seeds=(0, 1),
+                        seg='seg_configs/sdae_upernet_demo.py', cls=DEMO_CLS, seeds=(0, 1),
                         pretrain_opts=('train_cfg.max_epochs=40',),
                         # the demo schedules are iteration based: stretch the loop and the scheduler together
                         det_opts=('train_cfg.max_iters=600', 'train_cfg.val_interval=200', 'param_scheduler.1.end=600',
                                   'param_scheduler.1.milestones=[480]'),
                         seg_opts=('train_cfg.max_iters=400', 'train_cfg.val_interval=200', 'param_scheduler.1.end=400'),
+                        # the classification demos are epoch based: 4x the epochs, cosine stretched with them
+                        cls_opts=('train_cfg.max_epochs=12', 'train_cfg.val_interval=4', 'param_scheduler.1.end=12',
+                                  'param_scheduler.1.T_max=11'),
                         # measured 2026-12-03 on 2 idle CPU cores (a fresh clone, --seeds 0: 1 h 26 min)
                         est={'data': 40, 'pretrain-sdae': 1030, 'pretrain-mae': 600, 'export': 12, 'probe': 55,
-                             'det': 850, 'det_test': 25, 'seg': 245, 'seg_test': 20, 'report': 5, 'visualize': 30}),
+                             'det': 850, 'det_test': 25, 'seg': 245, 'seg_test': 20, 'cls_ft': 200, 'cls_ft_test': 12,
+                             'cls_linear': 150, 'cls_linear_test': 12, 'report': 5, 'visualize': 30}),
     'full': Preset(pretrain={'sdae': 'pretrain/configs/sdae_vit-base-p16_300e_in1k.py',
                              'mae': 'pretrain/configs/mae_vit-base-p16_300e_in1k.py'},
-                   det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py', demo_data=False,
+                   det='det_configs/sdae_maskrcnn.py', seg='seg_configs/sdae_upernet.py',
+                   cls={'cls_ft': 'cls_configs/sdae_vit-base-p16_8xb128-ft-100e_in1k.py',
+                        'cls_linear': 'cls_configs/sdae_vit-base-p16_8xb512-accum4-linear-90e_in1k.py'},
+                   demo_data=False,
+                   # classification: MAE reports ~7 h for 100 fine-tuning epochs of ViT-B on 64 V100s (~2.3 days on 8);
+                   # linear probing is forward-only through a frozen encoder (90 epochs, about a third of that)
                    est={'data': 0, 'pretrain': 3 * 86400, 'export': 60, 'probe': 7200, 'det': 86400, 'det_test': 1800,
-                        'seg': 86400, 'seg_test': 1800, 'report': 60, 'visualize': 300}),
+                        'seg': 86400, 'seg_test': 1800, 'cls_ft': 2 * 86400, 'cls_ft_test': 600,
+                        'cls_linear': 20 * 3600, 'cls_linear_test': 600, 'report': 60, 'visualize': 300}),
 }
 # CI smoke run (SDAE_DEMO_BUDGET=tiny): a few images and iterations per stage, same code paths.
-TINY = {'data': ('--num-pretrain', '128', '--num-train', '8', '--num-val', '4'),
+TINY = {'data': ('--num-pretrain', '128', '--num-pool-val', '48', '--num-train', '8', '--num-val', '4'),
         'pretrain': ('train_cfg.max_epochs=2',),
         'det': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2'),
         'seg': ('train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=2'),
+        'cls_ft': ('train_cfg.max_epochs=2', 'param_scheduler.1.end=2', 'param_scheduler.1.T_max=1'),
+        'cls_linear': ('train_cfg.max_epochs=2', 'param_scheduler.1.end=2', 'param_scheduler.1.T_max=1'),
         'probe': ('--max-train-per-class', '8', '--max-test-per-class', '4', '--max-seg-train', '8',
                   '--max-seg-val', '4')}
 # Real data: the probes run on CPU with every image and feature in memory. ImageNet has 1,000 classes and ADE 20k
@@ -169,7 +188,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         if method not in preset.inits:
             continue
         wd = work / f'pretrain_{method}'
-        pool = args.data_root / 'pretrain' / 'train' if preset.demo_data else args.imagenet
+        pool = args.data_root / 'pretrain' / 'train' if preset.demo_data else args.imagenet / 'train'
         data_opt = [f'train_dataloader.dataset.data_root={pool}']
         stages.append(Stage(f'pretrain-{method}', ['bash', 'tools/pretrain.sh', cfg, gpus, '--work-dir', str(wd),
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
@@ -185,9 +204,12 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
     results: list[str] = []  # every test result: the report's inputs
     coco = args.data_root / 'coco' if preset.demo_data else args.coco
     ade = args.data_root / 'ade' if preset.demo_data else args.ade
-    for task, cfg, root, test_est in (('det', preset.det, coco, est['det_test']),
-                                      ('seg', preset.seg, ade, est['seg_test'])):
-        extra = preset.det_opts if task == 'det' else preset.seg_opts
+    # ImageNet-format tree: the demo pool (pretrain/{train,val}) or ImageNet (train/, val/)
+    imagenet = args.data_root / 'pretrain' if preset.demo_data else args.imagenet
+    tasks = [('det', preset.det, coco, est['det_test'], preset.det_opts),
+             ('seg', preset.seg, ade, est['seg_test'], preset.seg_opts),
+             *((task, cfg, imagenet, est[f'{task}_test'], preset.cls_opts) for task, cfg in preset.cls.items())]
+    for task, cfg, root, test_est, extra in tasks:
         for init in preset.inits:
             for seed in preset.seeds:
                 wd = work / 'finetune' / f'{task}_{init}_seed{seed}'
@@ -231,7 +253,7 @@ def probe_stage(args: argparse.Namespace, preset: Preset, work: Path, backbones:
         data = ['--data', str(args.data_root)]
     else:
         # ADE20K's 150 classes: its labels in a capped subset may not reach the largest one.
-        data = ['--cls-data', str(args.imagenet), '--seg-data', str(args.ade), '--seg-classes', '150',
+        data = ['--cls-data', str(args.imagenet / 'train'), '--seg-data', str(args.ade), '--seg-classes', '150',
                 *FULL_PROBE_CAPS]
     names = [f'--name={method}={path}' for method, path in backbones.items()]
     random = 'random' in preset.inits
@@ -424,7 +446,8 @@ def main() -> int:
     parser.add_argument('--work-dir', type=Path, help='default: work_dirs/<preset>')
     parser.add_argument('--gpus', type=int, default=1, help='processes per stage (GPUs; CPU processes without GPUs)')
     parser.add_argument('--data-root', type=Path, default=ROOT / 'data' / 'demo', help='embedded data (demo presets)')
-    parser.add_argument('--imagenet', type=Path, help='full preset: ImageNet-style folder for pretraining')
+    parser.add_argument('--imagenet', type=Path, help='full preset: ImageNet root holding train/<class>/ and '
+                        'val/<class>/ (pretraining and the probes read train/; fine-tuning and linear probing both)')
     parser.add_argument('--coco', type=Path, help='full preset: COCO root (train2017/, val2017/, annotations/)')
     parser.add_argument('--ade', type=Path, help='full preset: ADEChallengeData2016 root')
     parser.add_argument('--inits', nargs='+', choices=['sdae', 'mae', 'random'], help='default: all three')

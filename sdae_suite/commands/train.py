@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def parse_run_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """The options tools/train.py and tools/test.py share (data root, config overrides, launcher), then parse."""
-    p.add_argument('--data-root', help='the dataset root for every split of the config (the data_root of its train / val '
-                                       '/ test datasets): e.g. an ImageNet folder holding train/ and val/')
+    p.add_argument('--data-root', help='the dataset root for every split of the config (the data_root of its '
+                                       'train / val / test datasets): e.g. an ImageNet folder holding train/ and val/')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -77,7 +77,8 @@ def task_of(cfg: Config) -> str:
     if scope not in kinds:
         raise ValueError(f"{cfg.filename}: default_scope is {scope!r}; transfer configs must inherit an mmdet or mmseg "
                          f"base config (default_scope 'mmdet' or 'mmseg'), or be a classification config "
-                         f"(default_scope 'mmengine', model.protocol 'finetune' or 'linear'; cls_configs/_base_), so the "
+                         f"(default_scope 'mmengine', model.protocol 'finetune' or 'linear'; cls_configs/_base_), "
+                         f"so the "
                          f"launcher knows the task")
     return kinds[scope]
 

@@ -1,5 +1,7 @@
 """COCO and ADE20K data checks: one implementation for tools/check_dataset.py (a whole dataset root) and for the start
 of every tools/train.py / tools/test.py run (the datasets the config reads), so both print the same messages.
+ImageNet-format class folders (classification configs, ``SdAEImageFolder``) are checked by preflight/imagefolder.py,
+reported through the same ``Findings`` and dispatched from here (``check_root``, ``check_run_datasets``).
 
 What a run checks at start (level 'headers'), and why that is cheap enough:
 - COCO: the annotation JSON is parsed (mmdet parses it again moments later); image sizes come from the file headers
@@ -23,9 +25,8 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,70 +35,18 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sdae_suite.engine.atomic import atomic_write_json
+from sdae_suite.preflight.findings import (  # noqa: F401  (DatasetError, FIRST_IDS: re-exported for the callers)
+    DROPPED,
+    FIRST_IDS,
+    MAX_LISTED,
+    TOLERATED,
+    DatasetError,
+    Findings,
+)
+from sdae_suite.preflight.imagefolder import check_imagefolder_root, looks_like_imagefolder
 
 COCO_SPLITS = ('train', 'val')
 ADE_SPLITS = ('training', 'validation')
-MAX_LISTED = 10  # problems of one kind printed in full; the rest are counted
-FIRST_IDS = 5  # annotation ids named in a run's warning
-
-# Per-annotation problems a run survives (mmdet drops or ignores the annotation): a run warns with the count and the
-# first ids; tools/check_dataset.py reports them as problems like everything else. Every other kind stops a run.
-DROPPED = {
-    'boxes outside the image': 'the box does not overlap its image',
-    'degenerate boxes': 'area <= 0 or a box side < 1 px',
-    'unknown category ids': 'category_id is not one of the classes',
-    'dangling image ids': 'image_id is not in "images"',
-}
-TOLERATED = {
-    'boxes partly outside the image': 'mmdet keeps them unclipped',
-    'bad polygons': 'mmdet ignores those masks',
-    'duplicate annotation ids': 'pycocotools keeps only the last annotation of each id',
-    'label maps without image': 'mmseg never reads them',
-}
-
-
-class DatasetError(ValueError):
-    """The data a run would read has problems that stop it; the message lists them with their files."""
-
-
-@dataclass
-class Findings:
-    problems: dict[str, list[str]] = field(default_factory=dict)
-    ids: dict[str, list[Any]] = field(default_factory=dict)  # annotation ids per kind, for a run's warning
-    info: list[str] = field(default_factory=list)
-
-    def add(self, kind: str, message: str, ann_id: Any = None) -> None:
-        self.problems.setdefault(kind, []).append(message)
-        if ann_id is not None:
-            self.ids.setdefault(kind, []).append(ann_id)
-
-    def ok(self) -> bool:
-        return not self.problems
-
-    def errors(self) -> dict[str, list[str]]:
-        return {k: v for k, v in self.problems.items() if k not in DROPPED and k not in TOLERATED}
-
-    def render(self, kinds: Iterable[str] | None = None, info: bool = True) -> str:
-        lines = [f'  {m}' for m in self.info] if info else []
-        for kind in kinds if kinds is not None else self.problems:
-            msgs = self.problems[kind]
-            lines.append(f'PROBLEM {kind} ({len(msgs)}):')
-            lines += [f'  - {m}' for m in msgs[:MAX_LISTED]]
-            if len(msgs) > MAX_LISTED:
-                lines.append(f'  ... and {len(msgs) - MAX_LISTED} more')
-        return '\n'.join(lines)
-
-    def warnings(self, where: str) -> list[str]:
-        """One line per tolerated kind: the count, why, and the first annotation ids (or files)."""
-        out = []
-        for kind, msgs in self.problems.items():
-            first = self.ids.get(kind) or msgs
-            if kind in DROPPED:
-                out.append(f'WARNING {where}: {len(msgs)} annotations with {kind} ({DROPPED[kind]}); mmdet would drop '
-                           f'these without a word. First: {first[:FIRST_IDS]}')
-            elif kind in TOLERATED:
-                out.append(f'WARNING {where}: {len(msgs)} {kind} ({TOLERATED[kind]}). First: {first[:FIRST_IDS]}')
-        return out
 
 
 def _pool_map(fn: Callable, items: Sequence) -> list:
@@ -331,10 +280,13 @@ def check_ade_root(root: Path, num_classes: int, f: Findings, decode: bool) -> N
 
 # ------------------------------------------------------------------------------------------------ dataset roots (CLI)
 def detect_kind(root: Path) -> str | None:
+
     if (root / 'annotations').is_dir() and any((root / 'annotations').glob('instances_*.json')):
         return 'coco'
     if (root / 'images').is_dir() or (root / 'annotations' / 'training').is_dir():
         return 'ade'
+    if looks_like_imagefolder(root):
+        return 'imagenet'
     return None
 
 
@@ -347,32 +299,45 @@ def expected_classes(root: Path, kind: str, given: int | None) -> int:
             m = json.loads(meta.read_text())
             if kind == 'coco':
                 return len(m['coco']['classes'])
+            if kind == 'imagenet':
+                return len(m['pretrain']['folders'])
             return len(m['ade']['classes_reduce_zero_label'])
         except (KeyError, ValueError, TypeError):
             print(f'[check_dataset] {meta} is not a demo-set description; assuming the real dataset\'s class count')
-    return 80 if kind == 'coco' else 150
+    return {'coco': 80, 'ade': 150, 'imagenet': 1000}[kind]
 
 
-def check_root(root: Path, kind: str | None = None, num_classes: int | None = None, decode: bool = True,
+def check_root(root: Path, kind: str | None = None, num_classes: int | None = None, decode: bool | None = None,
                json_out: Path | None = None) -> int:
-    """tools/check_dataset.py: print every problem of a COCO / ADE20K root; 0 when usable, 1 otherwise."""
+    """tools/check_dataset.py: print every problem of a COCO / ADE20K / ImageNet-format root; 0 when usable, 1
+    otherwise. ``decode`` None: each kind's default (COCO / ADE decode the images, ImageNet reads headers: its
+    1.3M images would take an hour to decode)."""
+
     if not root.is_dir():
         print(f'PROBLEM: dataset root {root} does not exist (relative paths are from {Path.cwd()}); '
               f'create it or pass the right path')
         return 1
     kind = kind or detect_kind(root)
     if kind is None:
+        hint = (f' ({root} looks like one split of an ImageNet-format tree: pass {root.parent})'
+                if root.name in ('train', 'val') and looks_like_imagefolder(root.parent) else '')
         print(f'PROBLEM: {root} looks like neither COCO (annotations/instances_*.json) nor ADE20K (images/training, '
-              f'annotations/training); pass the folder that holds them, or --kind')
+              f'annotations/training) nor ImageNet (train/<class>/, val/<class>/); pass the folder that holds them, '
+              f'or --kind{hint}')
         return 1
+    decode = kind != 'imagenet' if decode is None else decode
     n = expected_classes(root, kind, num_classes)
     f = Findings()
-    (check_coco_root if kind == 'coco' else check_ade_root)(root, n, f, decode)
+    if kind == 'imagenet':
+        check_imagefolder_root(root, f, num_classes=n, decode=decode)
+    else:
+        (check_coco_root if kind == 'coco' else check_ade_root)(root, n, f, decode)
     verdict = 'OK' if f.ok() else f'{sum(len(v) for v in f.problems.values())} problems'
-    print(f'check_dataset: {kind} root {root} (expecting {n} classes): {verdict}\n{f.render()}')
+    mode = 'images decoded' if decode else 'image headers only'
+    print(f'check_dataset: {kind} root {root} (expecting {n} classes, {mode}): {verdict}\n{f.render()}')
     if json_out:
-        atomic_write_json(dict(root=str(root), kind=kind, num_classes=n, ok=f.ok(), info=f.info, problems=f.problems),
-                          json_out)
+        atomic_write_json(dict(root=str(root), kind=kind, num_classes=n, decode=decode, ok=f.ok(), info=f.info,
+                               problems=f.problems), json_out)
     return 0 if f.ok() else 1
 
 
@@ -394,12 +359,16 @@ def check_run_datasets(cfg: Any, splits: Sequence[str], decode: bool = False) ->
     problems that stop the run; returns warning lines (annotations mmdet drops, tolerated oddities) and info lines.
 
     The dataset classes are built with ``lazy_init=True`` so that mmengine / mmdet / mmseg resolve data_root, prefixes,
-    suffixes and metainfo exactly as the run will, without loading anything.
+    suffixes and metainfo exactly as the run will, without loading anything. Classification configs (default_scope
+    'mmengine') read ``SdAEImageFolder`` trees, which have no lazy mode: those are checked from the config's
+    data_root and split directly (:func:`_check_run_imagefolders`).
     """
     from mmengine.registry import init_default_scope
 
     scope = cfg.get('default_scope')
     init_default_scope(scope)
+    if scope == 'mmengine':
+        return _check_run_imagefolders(cfg, splits, decode)
     if scope == 'mmdet':
         from mmdet.datasets import CocoDataset as Coco
         from mmdet.registry import DATASETS
@@ -444,4 +413,42 @@ def check_run_datasets(cfg: Any, splits: Sequence[str], decode: bool = False) ->
     if errors:
         raise DatasetError('the data has problems that stop the run (the same checks as tools/check_dataset.py):\n'
                            + '\n'.join(errors))
+    return lines
+
+
+def _check_run_imagefolders(cfg: Any, splits: Sequence[str], decode: bool) -> list[str]:
+    """The ImageNet-format checks on each data_root the dataloaders ``splits`` read (once per root, its splits
+    together, so that train and val are compared), expecting ``model.num_classes`` classes."""
+
+    lines: list[str] = []
+    roots: dict[str, list[tuple[str, str]]] = {}  # data_root -> [(dataloader, split)]
+    for loader_key in splits:
+        loader = cfg.get(loader_key)
+        if not isinstance(loader, dict):
+            continue
+        for ds_cfg in _leaf_datasets(loader.get('dataset')):
+            kind = ds_cfg.get('type')
+            name = kind if isinstance(kind, str) else getattr(kind, '__name__', repr(kind))
+            if name.split('.')[-1] != 'SdAEImageFolder':
+                lines.append(f'{loader_key}: {name} is not an SdAEImageFolder dataset: not checked')
+                continue
+            if not ds_cfg.get('data_root'):
+                raise DatasetError(f'{loader_key}.dataset ({name}) has no data_root; set it to the folder that holds '
+                                   f'train/<class>/ and val/<class>/')
+            roots.setdefault(str(ds_cfg['data_root']), []).append((loader_key, str(ds_cfg.get('split', 'train'))))
+    model = cfg.get('model')
+    num_classes = model.get('num_classes') if isinstance(model, dict) else None
+    errors = []
+    for root, uses in roots.items():
+        f = Findings()
+        check_imagefolder_root(Path(root), f, num_classes=num_classes, decode=decode,
+                               splits=list(dict.fromkeys(split for _, split in uses)),
+                               num_classes_source='model.num_classes')
+        where = '+'.join(dict.fromkeys(key for key, _ in uses))
+        lines += [f'{where}: {m}' for m in f.info]
+        if f.errors():
+            errors.append(f'{where} (SdAEImageFolder, data_root {root}):\n{f.render(f.errors(), info=False)}')
+    if errors:
+        raise DatasetError('the data has problems that stop the run (the same checks as tools/check_dataset.py '
+                           '--kind imagenet):\n' + '\n'.join(errors))
     return lines

@@ -16,7 +16,7 @@ from sdae_suite.contracts import RANDOM_INIT
 from sdae_suite.report.model import Cell, Report, Row
 from sdae_suite.report.probes import find_probe_results
 from sdae_suite.report.published import PUBLISHED
-from sdae_suite.report.runs import METRICS, STATES, TASKS, Run, find_run_dirs, read_run
+from sdae_suite.report.runs import CLS_DATA, CLS_TASKS, METRICS, STATES, TASKS, Run, cls_data, find_run_dirs, read_run
 from sdae_suite.report.verdict import report_verdict
 from sdae_suite.report.visuals import find_visuals
 
@@ -221,6 +221,7 @@ def aggregate(rows: list[Row], tasks: list[str]) -> None:
                 if bad:
                     cell.invalid[m.name] = bad
                 if vals:
+                    cell.n[m.name] = len(vals)
                     cell.values[m.name] = statistics.fmean(vals)
                     if len(vals) > 1:
                         cell.std[m.name] = statistics.stdev(vals)
@@ -235,11 +236,16 @@ def aggregate(rows: list[Row], tasks: list[str]) -> None:
 
 
 def add_published(rows: list[Row], recipes: dict[str, list[str]]) -> list[str]:
+    """The published reference rows. Their ImageNet numbers enter a classification column only when its runs are on
+    ImageNet-1K too (or there are none): an IN-1K top-1 in a '(demo pool)' column would be mislabelled; the renderers
+    quote such numbers in the row's notes instead (the Reference keeps them all)."""
     for p in PUBLISHED:
-        row = Row(name=p['name'], source='published', meta={'method': p['method'], 'epochs': p['epochs']},
-                  note=p['note'])
+        row = Row(name=p.name, source='published', meta={'method': p.method, 'epochs': p.epochs}, note=p.note,
+                  reference=p)
         for task in TASKS:
-            vals = {k: v for k, v in p['values'].items() if any(m.name == k and m.task == task for m in METRICS)}
+            if task in CLS_TASKS and recipes.get(task) and cls_data(recipes[task]) not in CLS_DATA:
+                continue
+            vals = {k: v for k, v in p.values.items() if any(m.name == k and m.task == task for m in METRICS)}
             if vals:
                 row.cells[task] = Cell(state='published', values=vals, recipes=['published'])
         rows.append(row)

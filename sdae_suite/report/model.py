@@ -1,6 +1,6 @@
-"""The report's structure: rows (one per pretrained checkpoint or published reference), cells (one per task) and the
-:class:`Report` that ``sdae_suite.report.compare.make_report`` builds and the renderers, the probe tables and the
-verdict read."""
+"""The report's structure: rows (one per pretrained checkpoint or published reference), cells (one per task), the
+published references, the verdict table and the :class:`Report` that ``sdae_suite.report.compare.make_report`` builds
+and the renderers, the probe tables and the verdict read."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,10 +17,25 @@ class Cell:
     values: dict[str, float | None] = field(default_factory=dict)  # mean over the ok runs
     std: dict[str, float] = field(default_factory=dict)  # when several ok runs (seeds)
     n_ok: int = 0
+    # metric -> ok runs with a value: a metric some runs lack (top-1 max of a run that never validated) is a mean of
+    # fewer seeds than n_ok, and the notes say so
+    n: dict[str, int] = field(default_factory=dict)
     delta: dict[str, float] = field(default_factory=dict)
     delta_note: str | None = None
     mixed: bool = False  # the column holds several recipes (--allow-mixed-recipes): the cell names its own
     invalid: dict[str, list[Run]] = field(default_factory=dict)  # metric -> ok runs whose value is invalid (left out)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published result (``--published``): quoted, never measured here, so every row carries where its numbers come
+    from, shown beside them in report.md / report.html and kept in results.json."""
+    name: str
+    method: str
+    epochs: int  # pretraining epochs
+    values: dict[str, float]  # Metric.name -> percent, only numbers obtained with the protocol a column stands for
+    source: str  # the publication (and table / file) the values are quoted from
+    note: str = ''  # protocol remarks, numbers left out of the columns and why
 
 
 @dataclass
@@ -34,6 +49,7 @@ class Row:
     note: str = ''
     is_baseline: bool = False
     split_from: str | None = None  # --allow-mixed-recipes: the row whose checkpoint this one repeats
+    reference: Reference | None = None  # published rows: the quoted result and its source
 
     def provenance(self) -> dict[str, Any]:
         if self.source == 'published':
@@ -46,6 +62,50 @@ class Row:
                 'arch': ', '.join(f'{k}={v}' for k, v in arch.items()) or None, 'config': m.get('config'),
                 'git_commit': m.get('git_commit'), 'checkpoint': self.pretrained,
                 'format': m.get('format') or 'no metadata (not exported by tools/export_backbone.py)'}
+
+
+WIN, TIE, LOSS, ONE_SEED = 'win', 'tie', 'loss', 'one seed'  # an init against the baseline (report.verdict's rule)
+
+
+@dataclass(frozen=True)
+class VerdictCell:
+    """One init against the baseline on one metric: the call the seed spread allows and its size, so the verdict
+    reads as a table instead of a paragraph."""
+    outcome: str  # WIN | TIE | LOSS | ONE_SEED (a side has one seed: spread unknown, no call)
+    margin: float  # the init's mean minus the baseline's, in points
+    n: int  # the init's seeds
+    n_baseline: int
+
+    @property
+    def text(self) -> str:
+        """'win +4.30', 'tie -0.20', 'loss -3.10' or '1 seed +0.70'."""
+        return f'{"1 seed" if self.outcome == ONE_SEED else self.outcome} {self.margin:+.2f}'
+
+    def to_json(self) -> dict[str, Any]:
+        return {'outcome': self.outcome, 'margin': self.margin, 'text': self.text, 'n': self.n,
+                'n_baseline': self.n_baseline}
+
+
+@dataclass
+class VerdictTable:
+    """Rows = inits other than the baseline (in the report's order), columns = the ranked metrics the baseline has a
+    value on; a missing cell is a metric one side has no value for."""
+    baseline: str
+    metrics: list[str]
+    inits: list[str]
+    cells: dict[str, dict[str, VerdictCell]]  # init -> metric -> cell
+
+    def counts(self, init: str) -> dict[str, int]:
+        """{outcome: how many metrics} of one init, every outcome present (0 when none)."""
+        out = dict.fromkeys((WIN, TIE, LOSS, ONE_SEED), 0)
+        for c in self.cells.get(init, {}).values():
+            out[c.outcome] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {'baseline': self.baseline, 'metrics': self.metrics,
+                'rows': [{'init': i, 'cells': {m: c.to_json() for m, c in self.cells.get(i, {}).items()},
+                          'counts': self.counts(i)} for i in self.inits]}
 
 
 @dataclass

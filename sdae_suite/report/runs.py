@@ -31,9 +31,10 @@ class Metric:
     name: str  # our id, used in results.json / results.csv
     key: str  # key in the dict runner.test() returns
     label: str
-    task: str  # det | seg
+    task: str  # one of TASKS
     scale: float  # mmdet's CocoMetric reports fractions; papers (and this report) show percentages
     main: bool  # in the main table (the others are in the expanded tables, JSON and CSV)
+    optional: bool = False  # a main-table column only when some row has it (top-1 max: only runs that validated)
 
 
 def _coco(iou_type: str, word: str) -> list[Metric]:
@@ -42,18 +43,64 @@ def _coco(iou_type: str, word: str) -> list[Metric]:
             for s, lab in suffixes]
 
 
+def _cls(task: str, prefix: str, word: str) -> list[Metric]:
+    """top-1 / top-5 of the tested (last-epoch) checkpoint and top-1 max, the best top-1 over the epochs validated
+    during training (tools/test.py; the number MAE's and SdAE's main_finetune.py print), all in percent."""
+    return [Metric(f'{prefix}_top1', 'accuracy/top1', f'{word} top-1', task, 1.0, True),
+            Metric(f'{prefix}_top5', 'accuracy/top5', f'{word} top-5', task, 1.0, True),
+            Metric(f'{prefix}_top1_max', 'accuracy/top1_max', f'{word} top-1 max', task, 1.0, True, optional=True)]
+
+
 METRICS: list[Metric] = [
     *_coco('bbox', 'box'), *_coco('segm', 'mask'),
     # mmseg's IoUMetric already reports percentages.
     Metric('mIoU', 'mIoU', 'mIoU', 'seg', 1.0, True),
     Metric('mAcc', 'mAcc', 'mAcc', 'seg', 1.0, True),
     Metric('aAcc', 'aAcc', 'aAcc', 'seg', 1.0, True),
+    # Classification (cls_configs/): end-to-end fine-tuning and linear probing; SdAETopKAccuracy reports percentages.
+    *_cls('cls_ft', 'ft', 'fine-tune'), *_cls('cls_linear', 'lin', 'linear-probe'),
 ]
 METRIC_BY_NAME = {m.name: m for m in METRICS}
-TASKS = ('det', 'seg')
-TASK_TITLES = {'det': 'COCO (Mask R-CNN)', 'seg': 'ADE20K (UperNet)'}
+TASKS = ('det', 'seg', 'cls_ft', 'cls_linear')
+CLS_TASKS = ('cls_ft', 'cls_linear')
+TASK_TITLES = {'det': 'COCO (Mask R-CNN)', 'seg': 'ADE20K (UperNet)', 'cls_ft': 'Classification fine-tuning',
+               'cls_linear': 'Classification linear probing'}
 # The validation metric the fine-tuning curves show.
-CURVE_METRIC = {'det': METRIC_BY_NAME['bbox_AP'], 'seg': METRIC_BY_NAME['mIoU']}
+CURVE_METRIC = {'det': METRIC_BY_NAME['bbox_AP'], 'seg': METRIC_BY_NAME['mIoU'],
+                'cls_ft': METRIC_BY_NAME['ft_top1'], 'cls_linear': METRIC_BY_NAME['lin_top1']}
+# The data a classification recipe runs on is the last '_' field of its name (mmpretrain's naming convention, e.g.
+# sdae_vit-base-p16_8xb128-ft-100e_in1k): how the column titles name it.
+CLS_DATA = {'in1k': 'IN-1K'}
+DEMO_DATA = 'demo'  # sdae_vit-tiny-p8_1xb64-ft_demo: the demo's small class-folder pool, not ImageNet
+
+
+def cls_data(recipes: list[str]) -> str | None:
+    """The data field of a classification column's recipes ('in1k', 'demo', ...), 'mixed' when they differ, None when
+    there is no recipe name to read it from."""
+    fields = {r.rsplit('_', 1)[-1] for r in recipes if r and r != '?' and '_' in r}
+    return None if not fields else fields.pop() if len(fields) == 1 else 'mixed'
+
+
+def data_title(metric: Metric, data: str | None) -> str:
+    """A column title that says what the numbers are: 'COCO AP^box', 'ADE mIoU', 'IN-1K fine-tune top-1' for
+    recipes named ..._in1k, 'fine-tune top-1 (demo pool)' for the demo recipes (..._demo), 'fine-tune top-1 (<field>)'
+    for other data and '(mixed data)' for a column of several (--allow-mixed-recipes)."""
+    if metric.task == 'det':
+        return f'COCO {metric.label}'
+    if metric.task == 'seg':
+        return f'ADE {metric.label}'
+    if data in CLS_DATA:
+        return f'{CLS_DATA[data]} {metric.label}'
+    if data == DEMO_DATA:
+        return f'{metric.label} (demo pool)'
+    if data == 'mixed':
+        return f'{metric.label} (mixed data)'
+    return f'{metric.label} ({data})' if data else metric.label
+
+
+def column_title(metric: Metric, recipes: list[str]) -> str:
+    """The title of `metric`'s column, whose runs used `recipes` (see data_title)."""
+    return data_title(metric, cls_data(recipes) if metric.task in CLS_TASKS else None)
 
 # What a run looks like in the report. 'ok' is the only state with final numbers.
 # 'invalid': the test result holds values that are not finite numbers, and no valid one.
@@ -64,7 +111,7 @@ STATES = ('ok', 'running', 'stalled', 'not tested', 'test failed', 'invalid', 'f
 @dataclass
 class Run:
     path: Path
-    kind: str | None = None  # det | seg | pretrain (None: unknown)
+    kind: str | None = None  # one of TASKS or pretrain (None: unknown)
     status: str | None = None  # as run_status.json says
     state: str = 'unknown'  # one of STATES, or 'finished' for pretraining runs
     recipe: str | None = None
