@@ -13,10 +13,12 @@ from PIL import Image
 
 from sdae_suite.classification import dataset as dataset_module
 from sdae_suite.classification.dataset import ImageFolderError, SdAEImageFolder
+from sdae_suite.commands.train import set_data_root
 from sdae_suite.engine import safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 FT_DEMO = ROOT / 'cls_configs' / 'sdae_vit-tiny-p8_1xb64-ft_demo.py'
+DET_DEMO = ROOT / 'det_configs' / 'sdae_maskrcnn_demo.py'
 CLASSES = ('circle', 'ring', 'square')
 
 
@@ -97,3 +99,17 @@ def test_training_survives_unreadable_images_and_counts_them(tmp_path):
     assert f'({len(bad)} so far)' in log
     ckpt = safe_torch_load(tmp_path / 'work' / 'epoch_1.pth')
     assert ckpt['meta']['skipped_images'] == len(bad)
+
+
+def test_data_root_option_moves_every_split_and_the_coco_evaluator(tmp_path):
+    """tools/train.py / test.py --data-root: every split's dataset, and for COCO the evaluator's annotation file, which
+    mmdet's CocoMetric reads from its own path."""
+    cfg = Config.fromfile(str(FT_DEMO))
+    set_data_root(cfg, '/data/imagenet')
+    assert [cfg[k].dataset.data_root for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')] == [
+        '/data/imagenet'] * 3
+    det = Config.fromfile(str(DET_DEMO))
+    set_data_root(det, str(tmp_path / 'coco'))
+    assert det.test_dataloader.dataset.data_root == str(tmp_path / 'coco')
+    assert det.val_evaluator.ann_file == det.test_evaluator.ann_file == str(
+        tmp_path / 'coco' / 'annotations' / 'instances_val.json')

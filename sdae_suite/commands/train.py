@@ -84,13 +84,26 @@ def task_of(cfg: Config) -> str:
 
 
 def set_data_root(cfg: Config, root: str | None) -> None:
-    """--data-root: the data_root of every split's dataset (what --cfg-options {split}.dataset.data_root=... sets)."""
+    """--data-root: the data_root of every split's dataset (what --cfg-options {split}.dataset.data_root=... sets),
+    and the annotation file of a COCO evaluator that lies under the old root (mmdet's CocoMetric reads its own copy of
+    the path: left alone, it would score against the default location's annotations)."""
     if not root:
         return
+    old_roots = set()
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = (cfg.get(split) or {}).get('dataset')
         if isinstance(dataset, dict):
+            if dataset.get('data_root'):
+                old_roots.add(str(dataset['data_root']))
             dataset['data_root'] = str(root)
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(key)
+        for ev in evaluators if isinstance(evaluators, list) else [evaluators]:
+            ann = ev.get('ann_file') if isinstance(ev, dict) else None
+            old = next((o for o in sorted(old_roots, key=len, reverse=True) if isinstance(ann, str)
+                        and ann.startswith(o)), None)
+            if old is not None:
+                ev['ann_file'] = str(Path(root) / ann[len(old):].lstrip('/'))
 
 
 def pretrained_of(cfg: Config) -> tuple[str | None, dict | None]:
