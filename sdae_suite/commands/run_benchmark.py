@@ -114,13 +114,14 @@ DEMO_CLS = {'cls_ft': 'cls_configs/sdae_vit-tiny-p8_1xb64-ft_demo.py',
             'cls_linear': 'cls_configs/sdae_vit-tiny-p8_1xb32-linear_demo.py'}
 PRESETS: dict[str, Preset] = {
     # 'probe': 5 encoders (2 pretrained, 3 random draws) x 1,200 pool + 200 ADE images and 3 x 3 linear / linear-seg
-    # heads took 57 s in `make demo` on 2 idle cores (2026-12-03)
+    # heads took 57 s in `make demo` on 2 idle cores (2026-12-03); classification (2026-12-05, 2 idle cores): 69-72 s
+    # per fine-tuning, 30-31 s per linear probing, 6 s per test
     'demo': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                    seg='seg_configs/sdae_upernet_demo.py', cls=DEMO_CLS, det_opts=NO_TRAIN_VAL, seg_opts=NO_TRAIN_VAL,
                    cls_opts=NO_TRAIN_VAL,
                    est={'data': 40, 'pretrain-sdae': 150, 'pretrain-mae': 100, 'export': 10, 'probe': 60, 'det': 130,
-                        'det_test': 30, 'seg': 70, 'seg_test': 20, 'cls_ft': 60, 'cls_ft_test': 12, 'cls_linear': 50,
-                        'cls_linear_test': 12, 'report': 20, 'visualize': 25}),
+                        'det_test': 30, 'seg': 70, 'seg_test': 20, 'cls_ft': 75, 'cls_ft_test': 8, 'cls_linear': 35,
+                        'cls_linear_test': 8, 'report': 20, 'visualize': 25}),
     'demo-long': Preset(pretrain=DEMO_PRETRAIN, det='det_configs/sdae_maskrcnn_demo.py',
                         seg='seg_configs/sdae_upernet_demo.py', cls=DEMO_CLS, seeds=(0, 1),
                         pretrain_opts=('train_cfg.max_epochs=40',),
