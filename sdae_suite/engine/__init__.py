@@ -6,7 +6,7 @@ Importing registers our own classes under our own names (``CrashSafeCheckpointHo
 ``SdAERecipeBatchHook``, ``SkippedImagesHook``, ``FiniteGradOptimWrapper``, ``LinearWarmupFromZeroLR``,
 the ``sdae_atomic_local`` file backend) and changes nothing else.
 """
-from . import hooks, optim_wrapper, schedulers, workers  # noqa: F401  (registration of our hooks, optimizer wrapper, schedules)
+from . import hooks, optim_wrapper, schedulers, workers  # noqa: F401  (registers our hooks, wrapper, schedules)
 from .checkpoint_io import install_safe_checkpoint_io, safe_torch_load
 
 __all__ = ['install_safe_checkpoint_io', 'safe_torch_load']
