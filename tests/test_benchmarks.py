@@ -159,7 +159,10 @@ def test_finetune_step_benchmark_runs_at_tiny_size_and_reports_its_fields():
     from sdae_suite.benchmarks.finetune_speed import measure as measure_ft
 
     spec = FinetuneSpec(**FT_TINY)
+    threads = torch.get_num_threads()
     result = measure_ft(spec, rounds=2, warmup=1, threads=1, log=lambda m: None)
+    # the caller's thread count is back: later computations in this process keep their numerics
+    assert torch.get_num_threads() == threads
     assert set(result['models']) == {OURS, REFERENCE}
     for row in result['models'].values():
         assert len(row['wall_s']) == len(row['cpu_s']) == 2

@@ -254,11 +254,20 @@ def load_average() -> list[float]:
 def measure(spec: FinetuneSpec, rounds: int = 10, warmup: int = 2, threads: int | None = None, flops: bool = True,
             log: Callable[[str], None] = print) -> dict:
     """Time ours against timm's, interleaved; ratio = ours / timm (< 1: ours faster). ``flops``: count each step's
-    FLOPs once (one extra step per model; attention on the math backend)."""
-    from .vitdet_speed import cpu_name
-
+    FLOPs once (one extra step per model; attention on the math backend). ``threads``: torch's thread count during the
+    measurement; the caller's is put back after it (a process that goes on computing must not change numerics)."""
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _measure(spec, rounds, warmup, flops, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(spec: FinetuneSpec, rounds: int, warmup: int, flops: bool, log: Callable[[str], None]) -> dict:
+    from .vitdet_speed import cpu_name
+
     load_before = load_average()
     pair = FinetunePair(spec)
     dev = pair.device

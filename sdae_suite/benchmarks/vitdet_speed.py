@@ -109,9 +109,19 @@ def _timm_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def measure(img_size: int = 1024, batch: int = 1, rounds: int = 3, warmup: int = 1, threads: int | None = None,
             device: str = 'cpu', seed: int = 0, config: str | Path = VITDET_CONFIG) -> SpeedResult:
-    """Time ours ('sdae_vitdet') against timm's ('timm_samvit'); ratio = ours / reference (< 1: ours faster)."""
+    """Time ours ('sdae_vitdet') against timm's ('timm_samvit'); ratio = ours / reference (< 1: ours faster).
+    ``threads``: torch's thread count during the measurement; the caller's is put back after it."""
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _measure(img_size, batch, rounds, warmup, device, seed, config)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(img_size: int, batch: int, rounds: int, warmup: int, device: str, seed: int,
+             config: str | Path) -> SpeedResult:
     dev = torch.device(device)
     torch.manual_seed(seed)
     ours = vit_from_config(img_size, config).to(dev).train()
