@@ -15,6 +15,11 @@ mmpretrain / mmselfsup         ``{'state_dict': {'backbone.layers.N.ln1...', 'ne
 mmdet / mmseg (timm names)     ``{'state_dict': {'backbone.blocks.N...', 'neck.*', '*_head.*'}}``
 =============================  =========================================================================================
 
+Any of them may also come as ``.safetensors`` (chosen by the file name; never unpickled): our export's twin file
+(``meta`` as JSON in the header, read back as the same ``{'state_dict', 'meta'}``) and timm / Hugging Face hub
+``model.safetensors`` files (a flat state dict, read as the timm layout above). :func:`read_checkpoint` is the one
+place that turns a file into the structure the layouts above are detected from.
+
 Decoder, other-branch, head and optimiser entries are dropped on purpose and reported by category. A backbone weight the
 checkpoint does not provide, a key that maps to nothing, or a shape that does not fit is an error listing every such
 key. A file holding both ``model`` and ``state_dict`` is an error too (which one is the backbone is a guess), unless
@@ -40,6 +45,7 @@ from torch import nn
 
 from sdae_suite.contracts import BACKBONE_FORMAT, BackboneMeta
 from sdae_suite.engine.checkpoint_io import safe_torch_load
+from sdae_suite.engine.safetensors_io import SafetensorsFileError, is_safetensors, read_safetensors
 
 from .vit import resize_pos_embed
 
@@ -158,6 +164,21 @@ def _pick_key(obj: dict, path: str, key: str | None, report: LoadReport) -> dict
     return {k: v for k, v in obj.items() if k not in other}
 
 
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """What a checkpoint file holds: a ``.pth`` through the weights-only gate (any location mmengine knows), a local
+    ``.safetensors`` as the structure its ``.pth`` twin would have (``{'state_dict', 'meta'}`` when it carries our
+    meta, else the flat state dict), so every layout rule below applies to both formats unchanged."""
+    # Not left to torch.load: recent torch reads a .safetensors path itself but drops the header (our meta) and raises
+    # the library's bare error, and older torch (the suite supports >= 2.6) hands the file to the unpickler.
+    if not is_safetensors(path):
+        return safe_torch_load(path)
+    if '://' in str(path):  # remote schemes are served by mmengine's loaders, which only know torch files
+        raise SafetensorsFileError(f'{path}: .safetensors files are read from a local path; download it first (e.g. '
+                                   f'`huggingface-cli download REPO model.safetensors`) and pass the local file')
+    tensors, meta = read_safetensors(path)
+    return tensors if meta is None else {'state_dict': tensors, 'meta': meta}
+
+
 def read_backbone_state(path: str | os.PathLike, branch: str | None = None, key: str | None = None
                         ) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Read ``path`` and return (timm-named encoder state dict, report). ``branch``: 'student', 'teacher' or None
@@ -166,7 +187,7 @@ def read_backbone_state(path: str | os.PathLike, branch: str | None = None, key:
     path = str(path)
     if branch not in (None, *BRANCHES):
         raise ValueError(f"branch must be 'student', 'teacher' or None, got {branch!r}")
-    obj = safe_torch_load(path)
+    obj = read_checkpoint(path)
     if not isinstance(obj, dict):
         raise CheckpointMismatchError(f'{path}: expected a dict checkpoint, got {type(obj).__name__}')
     meta = obj.get('meta') if isinstance(obj.get('meta'), dict) else None
@@ -346,7 +367,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, branch: str | Non
 
 
 def read_meta(path: str | os.PathLike) -> BackboneMeta | None:
-    """The ``meta`` of an exported backbone (:class:`sdae_suite.contracts.BackboneMeta`), None for other layouts."""
-    obj = safe_torch_load(path)
+    """The ``meta`` of an exported backbone (:class:`sdae_suite.contracts.BackboneMeta`, from its ``.pth`` or its
+    ``.safetensors``), None for other layouts."""
+    obj = read_checkpoint(path)
     meta = obj.get('meta') if isinstance(obj, dict) else None
     return meta if isinstance(meta, dict) and meta.get('format') == BACKBONE_FORMAT else None

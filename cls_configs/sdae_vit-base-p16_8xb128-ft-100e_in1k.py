@@ -65,6 +65,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min_ratio=min_lr / lr, by_epoch=True, begin=warmup_epochs, end=max_epochs,
          T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+# mmengine's EpochBasedTrainLoop that also resumes mid-epoch, from the checkpoint a SIGTERM / SIGUSR1 writes
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 custom_hooks = [dict(type='SdAERecipeBatchHook', batch_size=recipe_batch), dict(type='RNGStateHook'),
                 dict(type='SkippedImagesHook')]

@@ -5,7 +5,8 @@
 - a pretraining checkpoint's ``meta['sdae']`` (:class:`PretrainMeta`): written by
   ``sdae_suite.pretrain.hooks.PretrainMetaHook``; read by tools/export_backbone.py.
 - an exported backbone ``{'state_dict', 'meta'}`` (:class:`BackboneMeta`): written by tools/export_backbone.py; read by
-  ``sdae_suite.backbones.pretrained`` (every ``--pretrained``), the probes and the report.
+  ``sdae_suite.backbones.pretrained`` (every ``--pretrained``), the probes and the report. The same tensors and meta
+  also go to ``<stem>.safetensors`` (meta as JSON under ``sdae_suite.meta``: ``sdae_suite.engine.safetensors_io``).
 - ``<work_dir>/test_results.json`` (:class:`TestResults`): written by tools/test.py; read by the report, the pictures
   and the pipeline.
 - ``<probes>/<row>/<probe>_seed<N>.json`` (:class:`ProbeResult`, :func:`probe_result_path`): written by
@@ -36,7 +37,11 @@ RANDOM_INIT = 'random init'  # the name the probe rows and the fine-tuning rows 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 RunKind = Literal['pretrain', 'det', 'seg', 'cls_ft', 'cls_linear']
-RunState = Literal['running', 'finished', 'failed']
+RunState = Literal['running', 'finished', 'failed', 'preempted']
+# The exit status of a run stopped by SIGTERM / SIGUSR1 after it wrote its preemption checkpoint (sysexits' EX_TEMPFAIL:
+# try again later). The Slurm launchers requeue on it; the pipeline reads ``run_status.json`` (status 'preempted'),
+# which also holds under torchrun (whose own exit status is 1 whenever a worker exits non-zero).
+EXIT_PREEMPTED = 75
 
 
 def now() -> str:
@@ -77,7 +82,9 @@ class RunStatus:
     status: RunState = 'running'
     started: str = field(default_factory=now)
     ended: str | None = None
-    error: str | None = None  # 'Type: message' (or the explained cause) when status is 'failed'
+    error: str | None = None  # 'Type: message' (or the explained cause) when status is 'failed' or 'preempted'
+    checkpoint: str | None = None  # status 'preempted': the checkpoint written on the signal, which --resume reads
+    iteration: int | None = None  # status 'preempted': the iterations done when it stopped
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

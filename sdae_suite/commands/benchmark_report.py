@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from sdae_suite.contracts import RANDOM_INIT
+from sdae_suite.engine.atomic import write_failure_exits
 from sdae_suite.report.compare import generate
 
 
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@write_failure_exits('benchmark_report: error:')  # disk full: one line and exit status 1, the old report intact
 def main(argv: list[str] | None = None) -> int:
     return generate(parse_args(argv))
 

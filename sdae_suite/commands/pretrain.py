@@ -4,7 +4,9 @@
     python tools/pretrain.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
 
 Derived settings (world size, effective batch, lr = blr * batch / 256, precision, schedule) are computed here from the
-actual run and printed before training starts. Writes <work_dir>/run_status.json (running / finished / failed).
+actual run and printed before training starts. Writes <work_dir>/run_status.json (running / finished / failed /
+preempted). On SIGTERM or SIGUSR1 the run finishes its iteration, writes a checkpoint and exits with status 75
+(``EXIT_PREEMPTED``); ``--resume`` continues exactly there, in the middle of the epoch.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import torch
 from mmengine.config import Config, DictAction
 
 import sdae_suite.pretrain  # noqa: F401  (registers the model, dataset, hooks)
-from sdae_suite.contracts import LAST_CHECKPOINT_FILE, RunStatus
+from sdae_suite.contracts import EXIT_PREEMPTED, LAST_CHECKPOINT_FILE, RunStatus
+from sdae_suite.engine import preemption
+from sdae_suite.engine.atomic import WriteFailedError, write_failure_exits
 from sdae_suite.engine.hooks import NonFiniteWeightsError
-from sdae_suite.engine.launch import adapt_cpu_launch, join_cpu_process_group
+from sdae_suite.engine.launch import adapt_cpu_launch, add_custom_hooks, join_cpu_process_group, set_dist_timeout
 from sdae_suite.engine.optim_wrapper import NonFiniteGradientError
 from sdae_suite.engine.run_record import RunRecorder
 from sdae_suite.preflight.config_keys import UnknownConfigKeyError, check_option_keys
@@ -62,6 +66,8 @@ def load_config(args: argparse.Namespace) -> Config:
     except UnknownConfigKeyError as e:
         raise ConfigError(str(e)) from None
     cfg.merge_from_dict(args.cfg_options)
+    # exact resume, a checkpoint on SIGTERM / SIGUSR1, the rank that stops answering named
+    add_custom_hooks(cfg, 'RNGStateHook', 'PreemptionCheckpointHook', 'RankHeartbeatHook')
     try:
         validate_model_cfg(cfg.model)
         dataset = dict(cfg.train_dataloader.dataset)
@@ -109,8 +115,9 @@ def derive(cfg: Config, args: argparse.Namespace) -> dict:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    timeout = set_dist_timeout(cfg)
     return dict(launcher=launcher, world=world, rank=rank, accum=accum, batch=batch, lr=lr, precision=precision,
-                epochs=epochs, warmup=warmup)
+                epochs=epochs, warmup=warmup, timeout=timeout)
 
 
 def _last_checkpoint(work_dir: str) -> str:
@@ -118,6 +125,7 @@ def _last_checkpoint(work_dir: str) -> str:
     return f.read_text().strip() if f.is_file() else 'none (no epoch finished)'
 
 
+@write_failure_exits('[pretrain] FAILED:')  # a failed write outside the run (run_status.json): one line too
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -133,29 +141,38 @@ def main(argv: list[str] | None = None) -> int:
               f"(= {cfg.train_dataloader.batch_size} per process x {info['world']} x {info['accum']} accumulation) | "
               f"lr {info['lr']:.4g} (= blr {cfg.blr:g} x {info['batch']} / 256) | {info['precision']} | "
               f"{info['epochs']} epochs, {info['warmup']} warmup | work dir {cfg.work_dir}", flush=True)
+        if info['world'] > 1:
+            print(f"[pretrain] {info['timeout']}; a rank that stops answering is named in the log", flush=True)
         if args.resume == 'auto' and not (Path(cfg.work_dir) / LAST_CHECKPOINT_FILE).is_file():
             print(f'[pretrain] --resume: no checkpoint in {cfg.work_dir} yet, starting from scratch', flush=True)
     status = RunRecorder(cfg.work_dir, RunStatus(kind='pretrain', recipe=Path(args.config).stem, config=args.config),
                          info['rank'])
 
     from mmengine.runner import Runner
-    join_cpu_process_group(info['launcher'])
+    join_cpu_process_group(info['launcher'], cfg.env_cfg.dist_cfg.timeout)
+    preemption.install()  # before the Runner forks DataLoader workers: they inherit the handler (engine/preemption.py)
     try:
         runner = Runner.from_cfg(cfg)
+        status.watch(runner)
         runner.train()
         if info['launcher'] != 'none' and torch.distributed.is_initialized():
             # No rank tears the process group down while another still writes its last checkpoint: a gloo group
             # destroyed under a peer's feet aborted a rank once in CI ("terminate called without an active exception").
             torch.distributed.barrier()
+    except preemption.Preempted as stop:
+        status.preempted(stop)
+        print(f'[pretrain] {stop}', flush=True)
+        return EXIT_PREEMPTED
     except BaseException as e:  # the status file must say 'failed' whatever stopped the run
         msg = _explain(e, cfg.work_dir)
         status.finish(msg)
         print(f'[pretrain] FAILED: {msg}', file=sys.stderr, flush=True)
         if isinstance(e, (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError, CorruptImageError,
-                          FileNotFoundError, KeyboardInterrupt)) or _no_full_batch(e):
+                          FileNotFoundError, KeyboardInterrupt, WriteFailedError)) or _no_full_batch(e):
             return 1
         raise
     finally:
+        preemption.uninstall()
         if info['launcher'] != 'none' and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     status.finish()
@@ -179,6 +196,8 @@ def _explain(e: BaseException, work_dir: str) -> str:
     if isinstance(e, CorruptImageError):
         # Raised in a DataLoader worker, the message carries the worker's traceback; its last line is ours.
         return str(e).strip().splitlines()[-1].split('CorruptImageError: ', 1)[-1]
+    if isinstance(e, WriteFailedError):
+        return str(e)  # one line: the file, the bytes it needed, the bytes free, the fix
     if isinstance(e, KeyboardInterrupt):
         return f'interrupted; resume with --resume (last checkpoint: {_last_checkpoint(work_dir)})'
     return f'{type(e).__name__}: {e}'

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from sdae_suite.engine.atomic import write_failure_exits
 from sdae_suite.probes.data import ProbeDataError
 from sdae_suite.probes.features import ProbeCheckpointError
 from sdae_suite.probes.suite import PROBES, ProbeData, ProbeSettings, probe_checkpoint
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@write_failure_exits('probe: error:')  # disk full: one line and exit status 1, the earlier results intact
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ckpts: list[tuple[str | None, str | None]] = [(None, c) for c in args.checkpoints]

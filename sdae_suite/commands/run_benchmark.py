@@ -19,6 +19,15 @@ kill -9) with unchanged settings is rerun with `--resume` and continues from its
 suite's code or to the interpreter are not part of the record: after such a change, pass a new --work-dir (or delete
 `<work-dir>/stages/`) to recompute.
 
+A stage preempted on purpose (SIGTERM / SIGUSR1: it writes a checkpoint and exits with EXIT_PREEMPTED, or, under
+torchrun, leaves run_status.json saying 'preempted') is interrupted, not failed: the pipeline stops with exit status
+EXIT_PREEMPTED and says to rerun, which resumes it.
+
+On a Slurm cluster, `--slurm PARTITION` submits one job per stage still to run, chained by the stage graph (each
+stage's `needs`) as job dependencies, instead of running them here (sdae_suite/pipeline/slurm.py):
+
+    python tools/run_benchmark.py --preset full --gpus 8 --imagenet ... --slurm gpu --nodes-per-job 2 --time 24:00:00
+
 One pipeline per work dir: a second one started there stops at once, naming the PID of the one that holds
 `<work-dir>/pipeline.lock` (an flock: the kernel releases it when the holder dies, even by kill -9).
 `SDAE_DEMO_BUDGET=tiny` shrinks every stage to a few iterations (CI smoke run).
@@ -32,12 +41,23 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sdae_suite import REPO_ROOT
-from sdae_suite.contracts import LAST_CHECKPOINT_FILE, PROBES, RANDOM_INIT, TEST_RESULTS_FILE, probe_result_path
+from sdae_suite.contracts import (
+    EXIT_PREEMPTED,
+    LAST_CHECKPOINT_FILE,
+    PROBES,
+    RANDOM_INIT,
+    RUN_STATUS_FILE,
+    TEST_RESULTS_FILE,
+    probe_result_path,
+)
+from sdae_suite.pipeline import slurm
+from sdae_suite.pipeline.graph import check_graph, critical_path
 from sdae_suite.pipeline.state import (
     LAST,
     WorkDirLocked,
@@ -80,12 +100,26 @@ class Stage:
     inputs: list[str] = field(default_factory=list)  # files it reads (or LAST + a work dir): reuse needs them unchanged
     outputs: list[str] = field(default_factory=list)  # files it writes: reuse needs them unchanged too
     work_dir: Path | None = None  # the training work dir it resumes from: moved aside when the stage is recomputed
+    # The stage graph, in this one place: the stages whose results it needs (the local pipeline runs them first; under
+    # --slurm each is a job dependency). sdae_suite.pipeline.graph.check_graph proves it covers every file it reads.
+    needs: tuple[str, ...] = ()
+    after_failures: bool = False  # runs once its needs have ended, failed or not (the report shows what failed)
+    resources: str = 'cpu'  # under --slurm: 'train' (--nodes-per-job nodes, GPUs), 'gpu' (one node, GPUs), 'cpu'
 
     def recipe(self) -> dict[str, Any]:
         """What the stage computes with; its hash is the key of the stage's record. The interpreter is left out: the
         same environment may be reached by several paths."""
         return {'cmd': ['<python>' if a == PY else a for a in self.cmd], 'env': self.env, 'budget': self.budget,
                 'configs': {c: config_digest(ROOT / c) for c in self.configs}}
+
+    def to_json(self) -> dict[str, Any]:
+        """The stage as a Slurm job runs it (<work>/slurm/stages/<name>.json)."""
+        return {**asdict(self), 'work_dir': None if self.work_dir is None else str(self.work_dir)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stage:
+        wd = data.get('work_dir')
+        return cls(**{**data, 'work_dir': None if wd is None else Path(wd), 'needs': tuple(data.get('needs', ()))})
 
 
 @dataclass
@@ -184,6 +218,7 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
     if preset.demo_data:
         stages.append(Stage('data', [PY, 'tools/make_demo_data.py', '--out', str(args.data_root), '--seed', '0',
                                      *(TINY['data'] if tiny else ())], est['data'], budget=budget, outputs=data_meta))
+    data = ('data',) if preset.demo_data else ()  # what every stage reading the data needs
     backbones: dict[str, Path] = {}
     for method, cfg in preset.pretrain.items():
         if method not in preset.inits:
@@ -194,15 +229,18 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
         stages.append(Stage(f'pretrain-{method}', ['bash', 'tools/pretrain.sh', cfg, gpus, '--work-dir', str(wd),
                                                    '--resume', *opts('pretrain', preset.pretrain_opts, data_opt)],
                             est.get(f'pretrain-{method}', est.get('pretrain', 0)), budget=budget, configs=[cfg],
-                            inputs=data_meta,
-                            outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd))
+                            inputs=data_meta, outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd, needs=data,
+                            resources='train'))
         backbones[method] = wd / 'backbone_student.pth'
         stages.append(Stage(f'export-{method}', [PY, 'tools/export_backbone.py', f'{LAST}{wd}',
                                                  str(backbones[method]), '--branch', 'student'], est['export'],
-                            budget=budget, inputs=[f'{LAST}{wd}'], outputs=[str(backbones[method])]))
-    probe = probe_stage(args, preset, work, backbones, budget, data_meta)
+                            budget=budget, inputs=[f'{LAST}{wd}'], outputs=[str(backbones[method])],
+                            needs=(f'pretrain-{method}',)))
+    exports = tuple(f'export-{method}' for method in backbones)
+    probe = probe_stage(args, preset, work, backbones, budget, data_meta, (*data, *exports))
     stages += [probe] if probe else []
     results: list[str] = []  # every test result: the report's inputs
+    tests: list[str] = []  # the stages that write them
     coco = args.data_root / 'coco' if preset.demo_data else args.coco
     ade = args.data_root / 'ade' if preset.demo_data else args.ade
     # ImageNet-format tree: the demo pool (pretrain/{train,val}) or ImageNet (train/, val/)
@@ -219,13 +257,15 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                 stages.append(Stage(f'{task}-{init}-seed{seed}', [
                     'bash', 'tools/dist_train.sh', cfg, gpus, '--work-dir', str(wd), '--resume', *pre,
                     *opts(task, extra, more)], est[task], budget=budget, configs=[cfg],
-                    inputs=[*data_meta, *pre[1:]], outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd))
+                    inputs=[*data_meta, *pre[1:]], outputs=[str(wd / LAST_CHECKPOINT_FILE)], work_dir=wd,
+                    needs=(*data, *([f'export-{init}'] if pre else [])), resources='train'))
                 stages.append(Stage(f'{task}-{init}-seed{seed}-test', [
                     'bash', 'tools/dist_test.sh', cfg, f'{LAST}{wd}', gpus, '--work-dir', str(wd),
                     *opts(task, extra, more)], test_est, budget=budget, configs=[cfg], inputs=[f'{LAST}{wd}'],
-                    outputs=[str(wd / TEST_RESULTS_FILE)]))
+                    outputs=[str(wd / TEST_RESULTS_FILE)], needs=(f'{task}-{init}-seed{seed}',), resources='gpu'))
                 results.append(str(wd / TEST_RESULTS_FILE))
-    visuals = visual_stages(args, preset, work, backbones, results, budget)
+                tests.append(f'{task}-{init}-seed{seed}-test')
+    visuals = visual_stages(args, preset, work, backbones, results, budget, (*data, *exports), tuple(tests))
     stages += visuals
     # only what this run made: `--inits sdae mae` has no random-init row to take deltas against
     stages.append(Stage('report', [PY, 'tools/benchmark_report.py',
@@ -236,12 +276,15 @@ def build_stages(args: argparse.Namespace, preset: Preset, work: Path) -> list[S
                                    '--out', str(work / 'report'), *(['--published'] if not preset.demo_data else [])],
                         est['report'], budget=budget,
                         inputs=[*results, *(probe.outputs if probe else []), *(o for s in visuals for o in s.outputs)],
-                        outputs=[str(work / 'report' / 'results.json')]))
+                        outputs=[str(work / 'report' / 'results.json')],
+                        # everything: under --slurm it runs once every other job has ended, and shows what failed
+                        needs=tuple(s.name for s in stages), after_failures=True))
+    check_graph(stages)
     return stages
 
 
 def probe_stage(args: argparse.Namespace, preset: Preset, work: Path, backbones: dict[str, Path], budget: str,
-                data_meta: list[str]) -> Stage | None:
+                data_meta: list[str], needs: tuple[str, ...]) -> Stage | None:
     """Frozen-feature probes (k-NN, linear, linear-seg) of the exported encoders and of random init, for every probe
     seed: `<work>/probes/<init>/<probe>_seed<seed>.json`, features cached in `<work>/probes/.feature_cache`. The
     report ranks the inits on these beside fine-tuning."""
@@ -264,11 +307,12 @@ def probe_stage(args: argparse.Namespace, preset: Preset, work: Path, backbones:
                             '--probes', *PROBES, '--seeds', *seeds, *(TINY['probe'] if budget == 'tiny' else ()),
                             '--out', str(out)],
                  preset.est.get('probe', 60), budget=budget, inputs=[*data_meta, *map(str, backbones.values())],
-                 outputs=[str(probe_result_path(out, row, p, s)) for row in rows for p in PROBES for s in seeds])
+                 outputs=[str(probe_result_path(out, row, p, s)) for row in rows for p in PROBES for s in seeds],
+                 needs=needs)
 
 
 def visual_stages(args: argparse.Namespace, preset: Preset, work: Path, backbones: dict[str, Path],
-                  results: list[str], budget: str) -> list[Stage]:
+                  results: list[str], budget: str, encoders: tuple[str, ...], tests: tuple[str, ...]) -> list[Stage]:
     """Pictures for the report: attention / PCA maps of the pretrained encoders (and random init) on validation
     images, and the fine-tuned models' predictions side by side. Each stage's record ends in its visuals.json."""
     out = work / 'visuals'
@@ -283,12 +327,12 @@ def visual_stages(args: argparse.Namespace, preset: Preset, work: Path, backbone
             *(['random'] if 'random' in preset.inits else []), '--images', str(images), '--num-images', '4', *size,
             '--out', str(out / 'features')], est, budget=budget,
             inputs=[*([str(args.data_root / 'meta.json')] if preset.demo_data else []), *map(str, backbones.values())],
-            outputs=[str(out / 'features' / 'visuals.json')]))
+            outputs=[str(out / 'features' / 'visuals.json')], needs=encoders))
     stages.append(Stage('visualize-predictions', [
         # --min-shown 3: a demo-budget detector scores everything low; its 3 best guesses per image still show a lot
         PY, 'tools/visualize_predictions.py', str(work / 'finetune'), '--num-images', '3', '--min-shown', '3',
         '--out', str(out / 'predictions')], est, budget=budget, inputs=results,
-        outputs=[str(out / 'predictions' / 'visuals.json')]))
+        outputs=[str(out / 'predictions' / 'visuals.json')], needs=tests))
     return stages
 
 
@@ -369,16 +413,86 @@ def run(stages: list[Stage], work: Path) -> int:
 
 
 def _plan(stages: list[Stage], marks: Path) -> tuple[dict[str, list[str] | None], set[str]]:
-    """Each stage's record check, and the stages expected to run: those whose check fails and those that read what
-    one of them writes (checked again when their turn comes, as a rerun may write identical files)."""
+    """Each stage's record check, and the stages expected to run: those whose check fails and those that need one of
+    them (checked again when their turn comes, as a rerun may write identical files)."""
     checks = {s.name: why_rerun(s, marks) for s in stages}
-    producer = {o: s.name for s in stages for o in s.outputs}
     expected: set[str] = set()
     for s in stages:
-        reads = [str(Path(i[len(LAST):]) / LAST_CHECKPOINT_FILE) if i.startswith(LAST) else i for i in s.inputs]
-        if checks[s.name] is not None or any(producer.get(r) in expected for r in reads):
+        if checks[s.name] is not None or any(n in expected for n in s.needs):
             expected.add(s.name)
     return checks, expected
+
+
+@dataclass
+class Ran:
+    code: int  # the stage's exit status; EXIT_PREEMPTED when it was preempted, whatever its launcher returned
+    seconds: float
+    preempted: str = ''  # 'preempted, checkpoint at iteration N' when it was
+    error: str = ''  # when it failed: the error its run_status.json records (a rank that stopped answering, ...)
+
+
+def fresh_status(stage: Stage, started_ns: int) -> dict[str, Any]:
+    """The stage's run_status.json if this very run wrote it, else {}."""
+    if stage.work_dir is None:
+        return {}
+    path = stage.work_dir / RUN_STATUS_FILE
+    # written by this run, not left by an earlier one (whole seconds: some file systems keep no finer mtime)
+    if path.is_file() and path.stat().st_mtime_ns >= started_ns // 10**9 * 10**9:
+        return read_record(path) or {}
+    return {}
+
+
+def preemption(stage: Stage, code: int, started_ns: int) -> str:
+    """'' unless the stage stopped on preemption: its exit status is EXIT_PREEMPTED, or its run_status.json, written
+    by this very run, says 'preempted' (torchrun exits 1 whatever its workers' status). Else what it left behind."""
+    status = fresh_status(stage, started_ns)
+    if code != EXIT_PREEMPTED and status.get('status') != 'preempted':
+        return ''
+    if status.get('status') == 'preempted' and status.get('iteration') is not None:
+        return f'preempted, checkpoint at iteration {status["iteration"]}'
+    return 'preempted'
+
+
+Launch = Callable[[list[str], dict[str, str]], tuple[list[str], dict[str, str]]]
+
+
+def execute(stage: Stage, work: Path, rerun: list[str], pass_fds: tuple[int, ...] = (),
+            launch: Launch | None = None) -> Ran:
+    """Run one stage whose record does not hold: set its stale work dir aside, record what it starts with, run its
+    command (through `launch(cmd, env)`, e.g. as a Slurm job step), record what it made when it succeeds."""
+    marks = work / 'stages'
+    if rerun:
+        print(f'[benchmark] {stage.name} had finished; it runs again: {"; ".join(rerun)}', flush=True)
+    if stage.work_dir is not None and stage.work_dir.exists():
+        fresh = why_fresh(stage, marks, rerun)
+        if fresh:
+            dest = set_aside(stage.work_dir, work)
+            why = '' if fresh is rerun else f'{"; ".join(fresh)}: '  # the reasons were just printed
+            print(f'[benchmark] {stage.name}: {why}moved its work dir {stage.work_dir} aside to {dest}; the stage '
+                  f'starts from scratch instead of resuming those checkpoints', flush=True)
+    cmd = [resolve(a) for a in stage.cmd]
+    recipe = stage.recipe()
+    record: dict[str, Any] = {'key': recipe_key(recipe), 'recipe': recipe, 'cmd': cmd,
+                              'inputs': {i: input_identity(i) for i in stage.inputs}, 'pid': os.getpid(),
+                              'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+    if 'SLURM_JOB_ID' in os.environ:
+        record['slurm_job'] = os.environ['SLURM_JOB_ID']
+    (marks / f'{stage.name}.done').unlink(missing_ok=True)  # it no longer describes what is on disk
+    write_record(marks / f'{stage.name}.started', record)
+    print('[benchmark] $ ' + shlex.join(cmd), flush=True)
+    run_cmd, env = launch(cmd, stage_env(stage)) if launch else (cmd, stage_env(stage))
+    t0 = time.time()
+    started_ns = time.time_ns()
+    proc = subprocess.run(run_cmd, cwd=ROOT, env=env, pass_fds=pass_fds)
+    took = time.time() - t0
+    preempted = preemption(stage, proc.returncode, started_ns)
+    if preempted:
+        return Ran(EXIT_PREEMPTED, took, preempted)
+    if proc.returncode == 0:
+        write_record(marks / f'{stage.name}.done', {**record, 'seconds': round(took, 1),
+                                                     'outputs': {o: file_identity(Path(o)) for o in stage.outputs}})
+        return Ran(0, took)
+    return Ran(proc.returncode, took, error=fresh_status(stage, started_ns).get('error') or '')
 
 
 def _run_locked(stages: list[Stage], work: Path, lock_fd: int) -> int:
@@ -405,47 +519,80 @@ def _run_locked(stages: list[Stage], work: Path, lock_fd: int) -> int:
         eta = sum(s.est_s for s in stages[i:] if s.name in expected or s is stage) * scale
         print(f'\n[benchmark] stage {i + 1}/{len(stages)}: {stage.name} (expected {fmt(stage.est_s * scale)}, '
               f'pipeline ETA {fmt(eta)}, elapsed {fmt(time.time() - t_start)})', flush=True)
-        if rerun:
-            print(f'[benchmark] {stage.name} had finished; it runs again: {"; ".join(rerun)}', flush=True)
-        if stage.work_dir is not None and stage.work_dir.exists():
-            fresh = why_fresh(stage, marks, rerun)
-            if fresh:
-                dest = set_aside(stage.work_dir, work)
-                why = '' if fresh is rerun else f'{"; ".join(fresh)}: '  # the reasons were just printed
-                print(f'[benchmark] {stage.name}: {why}moved its work dir {stage.work_dir} aside to {dest}; the stage '
-                      f'starts from scratch instead of resuming those checkpoints', flush=True)
-        cmd = [resolve(a) for a in stage.cmd]
-        recipe = stage.recipe()
-        record: dict[str, Any] = {'key': recipe_key(recipe), 'recipe': recipe, 'cmd': cmd,
-                                  'inputs': {i: input_identity(i) for i in stage.inputs}, 'pid': os.getpid(),
-                                  'started': time.strftime('%Y-%m-%d %H:%M:%S')}
-        (marks / f'{stage.name}.done').unlink(missing_ok=True)  # it no longer describes what is on disk
-        write_record(marks / f'{stage.name}.started', record)
-        print('[benchmark] $ ' + shlex.join(cmd), flush=True)
-        t0 = time.time()
         # The lock's descriptor goes to the stage: if this process is killed, a stage it leaves running still keeps
         # a second pipeline out of the work dir.
-        proc = subprocess.run(cmd, cwd=ROOT, env=stage_env(stage), pass_fds=(lock_fd,))
-        took = time.time() - t0
-        if proc.returncode != 0:
-            print(f'[benchmark] stage {stage.name} FAILED (exit code {proc.returncode}) after {fmt(took)}. Fix the '
-                  f'cause shown above and rerun the same command: finished stages are kept, this one resumes from '
-                  f'its last checkpoint.', file=sys.stderr)
-            return proc.returncode
-        write_record(marks / f'{stage.name}.done', {**record, 'seconds': round(took, 1),
-                                                     'outputs': {o: file_identity(Path(o)) for o in stage.outputs}})
-        ratio_num += took
+        ran = execute(stage, work, rerun, pass_fds=(lock_fd,))
+        if ran.preempted:
+            # Not a failure: the run saved its state on purpose (time limit, preemption) and a rerun continues it.
+            print(f'[benchmark] stage {stage.name} interrupted ({ran.preempted}) after {fmt(ran.seconds)}: rerun '
+                  f'the same command to resume it. Finished stages are kept.', flush=True)
+            return EXIT_PREEMPTED
+        if ran.code != 0:
+            print(f'[benchmark] stage {stage.name} FAILED (exit code {ran.code}) after {fmt(ran.seconds)}. '
+                  + (f'Its run recorded: {ran.error} ' if ran.error else '')
+                  + 'Fix the cause shown above and rerun the same command: finished stages are kept, this one '
+                  'resumes from its last checkpoint.', file=sys.stderr)
+            return ran.code
+        ratio_num += ran.seconds
         ratio_den += stage.est_s
     print(f'\n[benchmark] all {len(stages)} stages finished ({fmt(time.time() - t_start)} this run). '
           f'Report: {work / "report" / "report.html"}')
     return 0
 
 
-def main() -> int:
+def run_slurm_job(work: Path, name: str) -> int:
+    """The body of one Slurm job: the stage as submitted (<work>/slurm/stages/<name>.json), with the records of the
+    local pipeline; exit status EXIT_PREEMPTED when it was preempted (the job script then requeues the job). No work
+    dir lock: the stages of one work dir run in parallel jobs, and jobs.json gives each stage one job at a time."""
+    path = slurm.stage_file(work, name)
+    data = read_record(path)
+    if not data:
+        print(f'[benchmark] {path}: missing or unreadable; this job was not submitted by tools/run_benchmark.py '
+              f'--slurm for {work}: rerun that command to submit it again', file=sys.stderr)
+        return 2
+    stage = Stage.from_json(data)
+    marks = work / 'stages'
+    marks.mkdir(parents=True, exist_ok=True)
+    missing = slurm.unfinished_needs(stage, marks)
+    if missing:  # only a stage that runs after failures gets here with a need unfinished
+        print(f'[benchmark] {name} runs without {len(missing)} stage(s) that did not finish (failed or cancelled; '
+              f'shown as such or absent): {", ".join(missing)}', flush=True)
+    rerun = why_rerun(stage, marks)
+    if rerun is None:
+        print(f'[benchmark] {name}: its record holds (finished with these settings and inputs); nothing to run')
+        return 0
+    ran = execute(stage, work, rerun, launch=slurm.step_command)
+    if ran.preempted:
+        print(f'[benchmark] {name} interrupted ({ran.preempted}) after {fmt(ran.seconds)}: the job requeues itself '
+              f'and resumes', flush=True)
+    elif ran.code != 0:
+        print(f'[benchmark] stage {name} FAILED (exit code {ran.code}) after {fmt(ran.seconds)}. '
+              + (f'Its run recorded: {ran.error} ' if ran.error else '')
+              + 'Fix the cause shown above and rerun the --slurm command: it submits this stage again (it resumes '
+              'from its last checkpoint) and the stages that need it.', file=sys.stderr)
+    return ran.code
+
+
+def submit_slurm(args: argparse.Namespace, stages: list[Stage], work: Path) -> int:
+    opts = slurm.SlurmOptions(partition=args.slurm, gpus=args.gpus, nodes_per_job=args.nodes_per_job, time=args.time,
+                              account=args.account, qos=args.qos, sbatch_args=tuple(args.sbatch_arg))
+    checks, expected = _plan(stages, work / 'stages')
+    if args.dry_run:
+        return slurm.submit(stages, work, opts, checks, expected, ROOT, dry_run=True)
+    try:  # one submission at a time, and none while a local pipeline runs here
+        with work_dir_lock(work):
+            return slurm.submit(stages, work, opts, checks, expected, ROOT)
+    except WorkDirLocked as e:
+        print(f'[benchmark] {e}', file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', choices=sorted(PRESETS), default='demo')
     parser.add_argument('--work-dir', type=Path, help='default: work_dirs/<preset>')
-    parser.add_argument('--gpus', type=int, default=1, help='processes per stage (GPUs; CPU processes without GPUs)')
+    parser.add_argument('--gpus', type=int, default=1, help='processes per stage (GPUs; CPU processes without GPUs); '
+                        'with --slurm: GPUs per node')
     parser.add_argument('--data-root', type=Path, default=ROOT / 'data' / 'demo', help='embedded data (demo presets)')
     parser.add_argument('--imagenet', type=Path, help='full preset: ImageNet root holding train/<class>/ and '
                         'val/<class>/ (pretraining and the probes read train/; fine-tuning and linear probing both)')
@@ -455,8 +602,27 @@ def main() -> int:
     parser.add_argument('--seeds', nargs='+', type=int, help="fine-tuning seeds (default: the preset's)")
     parser.add_argument('--probe-seeds', nargs='+', type=int, help="frozen-feature probe seeds (default: the preset's)")
     parser.add_argument('--dry-run', action='store_true',
-                        help='print the stages (finished, changed or to run) and exit')
-    args = parser.parse_args()
+                        help='print the stages (finished, changed or to run) and exit; with --slurm: the job graph '
+                             'and the critical path, nothing submitted')
+    group = parser.add_argument_group('Slurm', 'one sbatch job per stage still to run, chained by job dependencies; '
+                                      'rerun the same command to see what remains and resubmit what failed')
+    group.add_argument('--slurm', metavar='PARTITION', help='submit the stages to this partition instead of running '
+                       'them here')
+    group.add_argument('--nodes-per-job', type=int, default=1, help='nodes of each training job (default 1)')
+    group.add_argument('--time', help="time limit of each job (sbatch --time, e.g. 24:00:00); a training job near it "
+                       "saves a checkpoint and requeues itself")
+    group.add_argument('--account', help='sbatch --account')
+    group.add_argument('--qos', help='sbatch --qos')
+    group.add_argument('--sbatch-arg', action='append', default=[], metavar='ARG',
+                       help='one more sbatch option for every job, e.g. --sbatch-arg=--cpus-per-task=10 (repeatable)')
+    group.add_argument('--slurm-job', metavar='STAGE', help=argparse.SUPPRESS)  # the body of a submitted job
+    args = parser.parse_args(argv)
+    if args.slurm_job:
+        if args.work_dir is None:
+            parser.error('--slurm-job needs --work-dir')
+        return run_slurm_job(args.work_dir, args.slurm_job)
+    if args.nodes_per_job < 1:
+        parser.error(f'--nodes-per-job must be at least 1 (got {args.nodes_per_job})')
     preset = replace(PRESETS[args.preset], inits=tuple(args.inits or PRESETS[args.preset].inits),
                      seeds=tuple(args.seeds or PRESETS[args.preset].seeds),
                      probe_seeds=tuple(args.probe_seeds or PRESETS[args.preset].probe_seeds))
@@ -466,6 +632,8 @@ def main() -> int:
             parser.error(f'--preset {args.preset} needs ' + ' '.join(f'--{n} PATH' for n in missing))
     work = args.work_dir or ROOT / 'work_dirs' / args.preset
     stages = build_stages(args, preset, work)
+    if args.slurm:
+        return submit_slurm(args, stages, work)
     if args.dry_run:
         checks, expected = _plan(stages, work / 'stages')
         for s in stages:
@@ -473,6 +641,10 @@ def main() -> int:
             print(f'{s.name:<24} {state:<8} ~{fmt(s.est_s):>7}  {shlex.join(s.cmd)}')
             if checks[s.name]:
                 print(f'{"":<24} ({"; ".join(checks[s.name])})')
+        todo = [s for s in stages if s.name in expected]
+        path_s, _ = critical_path(todo)
+        print(f'{len(todo)} stage(s) to run: ~{fmt(sum(s.est_s for s in todo))} one after another here; '
+              f'~{fmt(path_s)} on the critical path with --slurm (every stage starting when its needs end)')
         return 0
     return run(stages, work)
 

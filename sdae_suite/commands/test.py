@@ -36,7 +36,7 @@ from sdae_suite.commands.train import (
     task_of,
 )
 from sdae_suite.contracts import RUN_STATUS_FILE, TEST_RESULTS_FILE, TestResults, now
-from sdae_suite.engine.atomic import atomic_write_json
+from sdae_suite.engine.atomic import atomic_write_json, write_failure_exits
 from sdae_suite.engine.checkpoint_io import safe_torch_load
 from sdae_suite.preflight.checkpoints import CheckpointFitsHook, CheckpointMismatchError, checkpoint_file_problem
 
@@ -64,6 +64,7 @@ def best_of_training(checkpoint: str) -> dict[str, float]:
     return {'accuracy/top1_max': float(best)} if isinstance(best, (int, float)) else {}
 
 
+@write_failure_exits('[test]')  # disk full: one line and exit status 1, the earlier results intact
 def main(argv: list[str] | None = None) -> TestResults:
     args = parse_args(argv)
     problem = checkpoint_file_problem(args.checkpoint, 'the checkpoint to test')

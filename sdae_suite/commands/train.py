@@ -7,7 +7,9 @@ or linear probing); the config's default_scope (and, for classification, model.p
 
 ``--resume`` without a path resumes from the latest checkpoint in the work dir. Writes ``<work_dir>/run_status.json``.
 Runs are seeded (``randomness.seed``, default 0 when the config sets none) and their checkpoints hold every rank's RNG
-state (RNGStateHook), so a resumed run continues exactly like an uninterrupted one. Before anything is built, the
+state (RNGStateHook), so a resumed run continues exactly like an uninterrupted one. On SIGTERM or SIGUSR1 (Slurm's
+preemption, ``--signal=USR1@120``) the run finishes its iteration, writes a checkpoint, records status 'preempted' and
+exits with status 75 (``EXIT_PREEMPTED``); ``--resume`` continues exactly there. Before anything is built, the
 inputs are checked (preflight/): --cfg-options keys, the checkpoint files, and the train/val data with the checks of
 tools/check_dataset.py (image headers, label maps; annotations mmdet would drop are counted in a warning).
 On a machine without CUDA the run is adapted and the changes are printed: fp32 instead of AMP, gloo instead of NCCL,
@@ -28,8 +30,16 @@ from mmengine.runner import Runner
 import sdae_suite.backbones  # noqa: F401  (registers SdAEViT & co. in mmdet and mmseg)
 import sdae_suite.engine  # noqa: F401  (registers our hooks and optimizer wrapper)
 from sdae_suite.backbones.pretrained import read_meta
-from sdae_suite.contracts import RunStatus
-from sdae_suite.engine.launch import adapt_cpu_launch, join_cpu_process_group, replace_syncbn
+from sdae_suite.contracts import EXIT_PREEMPTED, RunStatus
+from sdae_suite.engine import preemption
+from sdae_suite.engine.atomic import write_failure_exits
+from sdae_suite.engine.launch import (
+    adapt_cpu_launch,
+    add_custom_hooks,
+    join_cpu_process_group,
+    replace_syncbn,
+    set_dist_timeout,
+)
 from sdae_suite.engine.run_record import RunRecorder
 from sdae_suite.preflight.checkpoints import checkpoint_file_problem
 from sdae_suite.preflight.config_keys import UnknownConfigKeyError, check_option_keys
@@ -156,16 +166,16 @@ def merge_options(cfg: Config, options: dict | None, config: str, tag: str) -> N
 
 
 def seed_and_rng_state(cfg: Config) -> str:
-    """Default seed, and RNG states in the checkpoints for an exact resume. Returns the seed line printed at start."""
+    """Default seed, RNG states in the checkpoints for an exact resume, and a checkpoint-and-stop on SIGTERM / SIGUSR1
+    (PreemptionCheckpointHook). Returns the line printed at start."""
     randomness = dict(cfg.get('randomness') or {})
     source = 'from the config'
     if randomness.get('seed') is None:
         randomness['seed'], source = DEFAULT_SEED, 'default; set randomness.seed to change it'
     cfg.randomness = randomness
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and h.get('type') == 'RNGStateHook' for h in hooks):
-        cfg.custom_hooks = [*hooks, dict(type='RNGStateHook')]
-    return f"seed {randomness['seed']} ({source}); RNG states saved with every checkpoint"
+    add_custom_hooks(cfg, 'RNGStateHook', 'PreemptionCheckpointHook', 'RankHeartbeatHook')
+    return (f"seed {randomness['seed']} ({source}); RNG states saved with every checkpoint; on SIGTERM / SIGUSR1 a "
+            f"checkpoint after the current iteration, then exit status {EXIT_PREEMPTED}")
 
 
 def add_tensorboard(cfg: Config) -> None:
@@ -232,12 +242,14 @@ def check_data(cfg: Config, splits: tuple[str, ...], tag: str, verbose: bool) ->
               + f'\n[{tag}] data checked in {time.monotonic() - start:.1f} s', flush=True)
 
 
+@write_failure_exits('[train]')  # disk full: one line and exit status 1, the earlier checkpoints intact
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_cfg(args)
     kind = task_of(cfg)
     notes = adapt_to_machine(cfg, args.launcher, args.amp)
     notes.append(seed_and_rng_state(cfg))
+    notes.append(set_dist_timeout(cfg))
     check_inputs(cfg)
     rank = int(os.environ.get('RANK', 0))
     check_data(cfg, ('train_dataloader', 'val_dataloader'), 'train', verbose=rank == 0)
@@ -251,13 +263,21 @@ def main(argv: list[str] | None = None) -> None:
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     status = RunRecorder(cfg.work_dir, RunStatus(kind=kind, recipe=Path(args.config).stem, config=str(args.config),
                                                  pretrained=pretrained, pretrained_meta=meta), rank)
-    join_cpu_process_group(args.launcher)
+    join_cpu_process_group(args.launcher, cfg.env_cfg.dist_cfg.timeout)
+    preemption.install()  # before the Runner forks DataLoader workers: they inherit the handler (engine/preemption.py)
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        status.watch(runner)
         runner.train()
+    except preemption.Preempted as stop:
+        status.preempted(stop)
+        print(f'[train] {stop}', flush=True)
+        raise SystemExit(EXIT_PREEMPTED) from None
     except BaseException as e:
         status.finish(e)
         raise
+    finally:
+        preemption.uninstall()
     status.finish()
 
 

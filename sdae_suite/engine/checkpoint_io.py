@@ -27,6 +27,10 @@
    leaves a truncated ``epoch_N.pth`` that ``--resume`` then picks. :class:`AtomicLocalBackend` writes to a temporary
    file in the same folder, fsyncs and renames (atomic on POSIX); it is registered under a name of its own and used
    by :class:`sdae_suite.engine.hooks.CrashSafeCheckpointHook`, which also makes the rotation crash-safe.
+   A write that fails (disk full, quota, I/O error) surfaces from ``Runner.save_checkpoint`` as the atomic writer's
+   :class:`~sdae_suite.engine.atomic.WriteFailedError`, unchanged: mmengine's ``save_checkpoint`` runs ``torch.save``
+   into memory and hands the bytes to this backend's ``put``, the only step that touches the file system, and nothing
+   on the way catches it. The earlier checkpoints and ``last_checkpoint`` are untouched.
 """
 from __future__ import annotations
 

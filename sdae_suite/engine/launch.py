@@ -1,9 +1,12 @@
 """What a torchrun launch (``--launcher pytorch``) needs on a machine without CUDA, shared by tools/pretrain.py and
 tools/train.py. mmengine assumes GPUs in three places: ``init_dist`` calls ``torch.cuda.set_device`` unconditionally,
 its default DDP wrapper passes a GPU index as ``device_ids``, and SyncBN layers need CUDA. Written by hand because
-mmengine has no CPU-distributed mode; each change below removes one of those assumptions and nothing else.
+mmengine has no CPU-distributed mode; each change below removes one of those assumptions and nothing else. Also here:
+the collective timeout every multi-process run gets from its config, and the hooks every training run has.
 """
 from __future__ import annotations
+
+import datetime
 
 import torch
 import torch.distributed as dist
@@ -47,8 +50,34 @@ def adapt_cpu_launch(cfg: Config, launcher: str) -> list[str]:
     return notes
 
 
-def join_cpu_process_group(launcher: str) -> None:
+DEFAULT_DIST_TIMEOUT_S = 600  # torch's NCCL default; gloo's is 30 min
+
+
+def set_dist_timeout(cfg: Config) -> str:
+    """The collective timeout comes from the config (``env_cfg.dist_cfg.timeout``, seconds; mmengine passes it to
+    ``init_process_group``), default 10 min for both backends; RankHeartbeatHook names a silent rank well before it.
+    Returns the line printed at start."""
+    env_cfg = dict(cfg.get('env_cfg') or {})
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {'backend': 'nccl'})
+    source = 'from the config'
+    if dist_cfg.get('timeout') is None:
+        dist_cfg['timeout'], source = DEFAULT_DIST_TIMEOUT_S, 'default; env_cfg.dist_cfg.timeout sets it'
+    env_cfg['dist_cfg'] = dist_cfg
+    cfg.env_cfg = env_cfg  # assigned, not set in place: Config.setdefault hands back a copy of a new dict
+    return f"collective timeout {dist_cfg['timeout']} s ({source})"
+
+
+def join_cpu_process_group(launcher: str, timeout_s: float | None = None) -> None:
     """Join torchrun's process group with gloo, before mmengine's Runner would (its init calls
-    ``torch.cuda.set_device``); the Runner then uses the existing group."""
+    ``torch.cuda.set_device``); the Runner then uses the existing group. ``timeout_s``: the collective timeout."""
     if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
-        dist.init_process_group('gloo')
+        kwargs = {'timeout': datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+        dist.init_process_group('gloo', **kwargs)
+
+
+def add_custom_hooks(cfg: Config, *names: str) -> None:
+    """Append hooks every training run of the suite has (RNGStateHook, PreemptionCheckpointHook) to
+    ``cfg.custom_hooks`` unless the config already lists them."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    have = {h.get('type') for h in hooks if isinstance(h, dict)}
+    cfg.custom_hooks = hooks + [dict(type=n) for n in names if n not in have]

@@ -1,5 +1,6 @@
 """Checkpoint files that cannot be what the run needs: a folder or a text file given as a checkpoint (checked from the
-first bytes, before torch's unpickler turns them into ``IndexError: pop from empty list``), and a checkpoint whose
+first bytes, before torch's unpickler turns them into ``IndexError: pop from empty list``), a ``.safetensors`` file
+that is truncated, corrupt or a renamed pickle (checked from its header, never unpickled), and a checkpoint whose
 weights are not those of the model being tested (mmengine only warns, and the test then reports an untrained model's
 zero AP as a result)."""
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
+
+from sdae_suite.engine.safetensors_io import is_safetensors, safetensors_problem
 
 # torch.save writes a zip archive (torch >= 1.6) or, with _use_new_zipfile_serialization=False, a pickle (protocol 2+,
 # first byte 0x80). Nothing else is a checkpoint torch.load reads.
@@ -28,7 +31,8 @@ class CheckpointMismatchError(RuntimeError):
 
 
 def checkpoint_file_problem(path: str | os.PathLike, what: str) -> str | None:
-    """Why ``path`` cannot be a torch checkpoint (a sentence naming it), or None. URLs are left to mmengine."""
+    """Why ``path`` cannot be a checkpoint (a sentence naming it), or None. URLs are left to mmengine (and to the
+    backbone loader). A ``.safetensors`` path is validated by the safetensors library from its header: no pickle."""
     if '://' in str(path):
         return None
     p = Path(path)
@@ -36,9 +40,14 @@ def checkpoint_file_problem(path: str | os.PathLike, what: str) -> str | None:
         return f'{what} {p} is a directory, not a checkpoint file; pass the .pth file inside it'
     if not p.is_file():
         return f'checkpoint not found: {p} ({what}; relative paths are from {Path.cwd()})'
+    if is_safetensors(p):
+        problem = safetensors_problem(p)
+        return f'{what} {problem}' if problem else None
     with p.open('rb') as fh:
         head = fh.read(4)
     if not head.startswith(_MAGIC):
+        if safetensors_problem(p) is None:  # the loader picks the format by the name, as timm and Hugging Face do
+            return f'{what} {p} is a safetensors file with another extension; rename it to {p.stem}.safetensors'
         return (f'{what} {p} is not a checkpoint: a torch checkpoint (torch.save) starts with a zip or pickle header, '
                 f'this file starts with {head!r}; pass the .pth file written by training')
     return None

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sdae_suite.backbones.pretrained import load_pretrained
+from sdae_suite.backbones.pretrained import load_pretrained, read_checkpoint
 from sdae_suite.backbones.vit import ARCH_KEYS, VisionTransformer, normalize_pixels
 from sdae_suite.engine.atomic import atomic_torch_save
-from sdae_suite.engine.checkpoint_io import safe_torch_load
+from sdae_suite.engine.safetensors_io import SafetensorsFileError
 
 # Bump when the way features are computed changes: old cache files then stop matching.
 FEATURE_VERSION = 1
@@ -32,8 +32,11 @@ class ProbeCheckpointError(ValueError):
 
 
 def checkpoint_arch(path: str | os.PathLike) -> dict | None:
-    """The architecture a checkpoint records about itself, or None."""
-    obj = safe_torch_load(str(path))
+    """The architecture a checkpoint (``.pth`` or ``.safetensors``) records about itself, or None."""
+    try:
+        obj = read_checkpoint(path)
+    except SafetensorsFileError as e:  # truncated, corrupt, a renamed pickle: one line for tools/probe.py to print
+        raise ProbeCheckpointError(str(e)) from None
     meta = obj.get('meta') if isinstance(obj, dict) else None
     if not isinstance(meta, dict):
         return None

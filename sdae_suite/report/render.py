@@ -22,7 +22,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
 from sdae_suite.contracts import REPORT_FORMAT
-from sdae_suite.engine.atomic import atomic_write_bytes
+from sdae_suite.engine.atomic import WriteFailedError, atomic_write_bytes
 from sdae_suite.report.probes import probe_plots, probe_table, probes_json
 from sdae_suite.report.runs import (
     CLS_TASKS,
@@ -329,9 +329,24 @@ def _curves(report: Report, task: str, row_of: dict[int, str], plot_dir: Path) -
 
 
 def make_plots(report: Report, plot_dir: Path) -> list[dict]:
+    """Draw the report's plots into ``plot_dir``. The previous report's plots there are stale, but removed only once the
+    new ones are written: a write that fails on a full disk leaves each plot the old or the new complete file."""
     plot_dir.mkdir(parents=True, exist_ok=True)
-    for old in plot_dir.glob('*.png'):  # plots of a previous report in this folder would be stale
+    previous = set(plot_dir.glob('*.png'))
+    try:
+        plots = _draw_plots(report, plot_dir)
+    except WriteFailedError:
+        raise
+    except Exception:
+        for old in previous:  # drawing failed (write_outputs warns): no stale plot stays beside the new report
+            old.unlink(missing_ok=True)
+        raise
+    for old in previous - {plot_dir / Path(p['file']).name for p in plots}:
         old.unlink()
+    return plots
+
+
+def _draw_plots(report: Report, plot_dir: Path) -> list[dict]:
     plots = []
     rows = report.rows
     for m in MAIN:
@@ -654,6 +669,8 @@ def write_outputs(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     try:
         plots = make_plots(report, out / 'plots')
+    except WriteFailedError:
+        raise  # a full disk is not a plot problem: the report stops there, with its one line (the old files intact)
     except Exception as exc:  # noqa: BLE001  (a plot must not cost the tables)
         report.warnings.append(f'plots could not be drawn ({exc.__class__.__name__}: {exc})')
         plots = []

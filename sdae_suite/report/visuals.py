@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
+from sdae_suite.engine.atomic import atomic_write_bytes
 from sdae_suite.visualize.manifest import FORMAT, MANIFEST
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -56,16 +56,22 @@ def find_visuals(dirs: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
 
 def copy_visuals(sections: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     """Copy the PNGs into ``<out>/visuals/`` (a report folder that is moved keeps its pictures); adds 'file' (relative
-    to ``out``) to every figure. Old copies are removed first: they would be stale."""
+    to ``out``) to every figure. Each copy goes through the atomic writer, and old copies are removed only after all
+    new ones are written: a full disk leaves the previous report's pictures in place."""
     dest = out / 'visuals'
-    if dest.exists():
-        shutil.rmtree(dest)
+    written = set()
     for i, sec in enumerate(sections):
         for f in sec['figures']:
             target = dest / f'{i}_{f["path"].parent.name}' / f['path'].name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f['path'], target)
+            atomic_write_bytes(f['path'].read_bytes(), target)
+            written.add(target)
             f['file'] = target.relative_to(out).as_posix()
+    if dest.exists():  # stale pictures of an earlier report
+        for old in sorted(dest.rglob('*'), reverse=True):
+            if old.is_file() and old not in written:
+                old.unlink()
+            elif old.is_dir() and not any(old.iterdir()):
+                old.rmdir()
     return sections
 
 

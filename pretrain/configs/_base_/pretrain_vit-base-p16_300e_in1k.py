@@ -53,7 +53,8 @@ optim_wrapper = dict(
 # official util/lr_sched.py. begin/end/T_max are filled in by tools/pretrain.py from warmup_epochs and
 # train_cfg.max_epochs, so --cfg-options train_cfg.max_epochs=N keeps the schedule consistent.
 warmup_epochs = 60
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=300)
+# mmengine's EpochBasedTrainLoop that also resumes mid-epoch, from the checkpoint a SIGTERM / SIGUSR1 writes
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=300)
 param_scheduler = [
     dict(type='LinearWarmupFromZeroLR', by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=warmup_epochs, end=300, T_max=300 - warmup_epochs,

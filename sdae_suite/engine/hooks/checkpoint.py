@@ -24,6 +24,7 @@ from sdae_suite.contracts import LAST_CHECKPOINT_FILE
 
 from ..atomic import atomic_write_bytes, is_temporary
 from ..checkpoint_io import ATOMIC_BACKEND
+from ..checkpoint_space import log_checkpoint_space
 from ..optim_wrapper import FiniteGradOptimWrapper, non_finite_names, show_names
 
 
@@ -62,6 +63,12 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if is_main_process():
             self._repair(runner)
         barrier()  # the other ranks read last_checkpoint when they resume
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)  # sets out_dir and the file backend
+        if is_main_process() and '://' not in str(self.out_dir):
+            # Hours in, a full disk stops the run; its first lines say whether the checkpoints will fit.
+            log_checkpoint_space(runner, self)
 
     def _repair(self, runner) -> None:
         """Remove temp files of a killed write; point a dangling ``last_checkpoint`` at the newest complete file."""
@@ -157,3 +164,18 @@ class CrashSafeCheckpointHook(CheckpointHook):
         atomic_write_bytes(str(self.last_ckpt).encode(), Path(runner.work_dir) / LAST_CHECKPOINT_FILE)
         for old in stale:
             self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old)))
+        if '://' not in str(self.last_ckpt):  # a preemption checkpoint is superseded once a later one is recorded
+            remove_stale_preemption_checkpoints(Path(self.last_ckpt).parent)
+
+
+PREEMPTION_CHECKPOINT = 'preempted_iter_{}.pth'  # written by PreemptionCheckpointHook through this hook's backend
+
+
+def remove_stale_preemption_checkpoints(folder: str | Path, keep: str | Path | None = None) -> list[Path]:
+    """Delete the preemption checkpoints in ``folder`` other than ``keep``; called once a newer checkpoint is
+    recorded in ``last_checkpoint``. Returns what was deleted."""
+    keep = Path(keep) if keep is not None else None
+    stale = [p for p in Path(folder).glob(PREEMPTION_CHECKPOINT.format('*')) if p != keep]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

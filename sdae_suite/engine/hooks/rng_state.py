@@ -1,33 +1,12 @@
 """Every rank's RNG states in each checkpoint, for a resume that continues exactly like the uninterrupted run."""
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
-                 numpy=(np_state[0], np_state[1].tolist(), *np_state[2:]))
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    # torch's RNG states are CPU ByteTensors; a resume on a GPU loads the checkpoint onto the GPU (map_location)
-    torch.set_rng_state(state['torch'].cpu())
-    random.setstate(state['python'])
-    kind, keys, *rest = state['numpy']
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+from ..rng import rng_state, set_rng_state
 
 
 @HOOKS.register_module()
@@ -54,7 +33,7 @@ class RNGStateHook(Hook):
         self._loaded = False  # the pending states come from a checkpoint file (logged when put back)
 
     def _gather(self) -> None:
-        self._gathered = self._pending = all_gather_object(_rng_state())
+        self._gathered = self._pending = all_gather_object(rng_state())
         self._loaded = False
 
     def after_train_epoch(self, runner) -> None:
@@ -83,7 +62,7 @@ class RNGStateHook(Hook):
             runner.logger.warning(f'RNG states not restored: the checkpoint was written by {len(states)} '
                                   f'processes, this run has {get_world_size()}; training continues, not bit-exactly')
         else:
-            _set_rng_state(states[get_rank()])
+            set_rng_state(states[get_rank()])
             if self._loaded:
                 runner.logger.info('restored the RNG states of the interrupted run')
 
