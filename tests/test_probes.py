@@ -198,7 +198,7 @@ def test_pipeline_probe_stage_writes_its_outputs_and_random_init_takes_the_backb
                    backbones[method])
     monkeypatch.setenv('SDAE_DEMO_BUDGET', 'tiny')
     args = argparse.Namespace(gpus=1, data_root=data, imagenet=None, coco=None, ade=None)
-    stage = rb.probe_stage(args, rb.PRESETS['demo'], work, backbones, 'tiny', [])
+    stage = rb.probe_stage(args, rb.PRESETS['demo'], work, backbones, 'tiny', [], needs=())
     assert stage.cmd[:2] == [rb.PY, 'tools/probe.py']
     assert probe_main(stage.cmd[2:]) == 0
     written = sorted(str(p) for p in (work / 'probes').rglob('*_seed*.json'))
